@@ -1,0 +1,319 @@
+"""Time-boxed, resumable, deterministic training on a CPU (DistributedDataParallel-aware).
+
+The loop is the same for every task; a task only says how to make a batch from ground-truth images and
+how to build its network. Every batch is drawn from a generator seeded by ``(seed, step, rank)``, so a run
+resumed from a checkpoint sees exactly the batches an uninterrupted run would have seen.
+
+Checkpoints are safetensors (model, Adam moments, step) plus a JSON sidecar (config, history, CPU time);
+nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from srdeblur.degrade import bicubic_downscale, mod_crop
+from srdeblur.io import list_images, read_image
+from srdeblur.metrics import psnr
+from srdeblur.nets import LapSR, SRConfig, count_parameters
+from srdeblur.weights import load_tensors, save_tensors
+
+log = logging.getLogger(__name__)
+
+__all__ = ["TrainConfig", "train", "load_training_images", "make_sr_batch", "charbonnier"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run (saved in every checkpoint).
+
+    patch : HR patch side in pixels for x2 and x4 (x8 uses ``patch * 4 / 3``, so its LR patch is 16 px).
+    total_steps : length of the cosine learning-rate schedule; a run may stop earlier (``minutes``) and resume.
+    scale_probabilities : how often each SR scale (2, 4, 8) is drawn for a step.
+    val_every : steps between validations on held-out images; the best model is kept.
+    val_fraction : every n-th training image (sorted by path) is held out for validation.
+    """
+
+    task: str = "sr"
+    data: tuple[str, ...] = ()
+    out: str = "runs/sr"
+    seed: int = 0
+    batch: int = 16
+    patch: int = 96
+    learning_rate: float = 5e-4
+    min_learning_rate: float = 1e-6
+    warmup_steps: int = 300
+    total_steps: int = 60_000
+    grad_clip: float = 0.5
+    scale_probabilities: tuple[float, float, float] = (0.4, 0.4, 0.2)
+    val_every: int = 500
+    val_fraction: int = 29
+    val_crop: int = 192
+    channels_last: bool = True
+    threads: int = 0  # 0: torch's default (one per core)
+    sr: SRConfig = field(default_factory=SRConfig)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def load_training_images(folders: tuple[str, ...], *, val_fraction: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Read every image under ``folders`` as ``(3, H, W)`` uint8 tensors (compact in memory).
+
+    Returns (train, validation): every ``val_fraction``-th image, in sorted path order, is held out.
+    """
+    paths = sorted(p for folder in folders for p in list_images(folder, recursive=True))
+    if not paths:
+        raise ValueError(f"no training images found under {', '.join(folders)}")
+    train_images, val_images = [], []
+    for index, path in enumerate(paths):
+        pixels = read_image(path).pixels[0]
+        if pixels.shape[0] == 1:
+            pixels = pixels.expand(3, -1, -1)
+        as_uint8 = torch.round(pixels * 255).to(torch.uint8)
+        (val_images if index % val_fraction == val_fraction - 1 else train_images).append(as_uint8)
+    return train_images, val_images
+
+
+def random_patches(
+    images: list[torch.Tensor], count: int, size: int, *, generator: torch.Generator
+) -> torch.Tensor:
+    """``count`` random ``size``-square crops with random flips/90-degree rotations -> (count, 3, size, size) in [0, 1]."""
+    crops = []
+    eligible = [img for img in images if min(img.shape[-2:]) >= size]
+    if not eligible:
+        raise ValueError(f"no training image is at least {size} px on its short side")
+    for _ in range(count):
+        image = eligible[int(torch.randint(len(eligible), (1,), generator=generator))]
+        top = int(torch.randint(image.shape[1] - size + 1, (1,), generator=generator))
+        left = int(torch.randint(image.shape[2] - size + 1, (1,), generator=generator))
+        crop = image[:, top : top + size, left : left + size]
+        flips = torch.randint(2, (3,), generator=generator).tolist()
+        if flips[0]:
+            crop = crop.flip(-1)
+        if flips[1]:
+            crop = crop.flip(-2)
+        if flips[2]:
+            crop = crop.transpose(-1, -2)
+        crops.append(crop)
+    return torch.stack(crops).float() / 255
+
+
+def make_sr_batch(
+    images: list[torch.Tensor], config: TrainConfig, *, generator: torch.Generator
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """One SR training batch: LR input and the target at every pyramid level.
+
+    Returns ``lr`` (B, 3, h, w) 8-bit-quantised MATLAB-bicubic downscale, and targets
+    ``[(B, 3, 2h, 2w), ..., (B, 3, H, W)]`` (the HR patch downscaled to each level).
+    """
+    probabilities = torch.tensor(config.scale_probabilities, dtype=torch.float64)
+    levels = int(torch.multinomial(probabilities, 1, generator=generator)) + 1
+    scale = 2**levels
+    size = config.patch if levels < 3 else (config.patch * 4 // 3) // 8 * 8
+    hr = random_patches(images, config.batch, size, generator=generator)
+    lr = bicubic_downscale(hr, scale)
+    targets = [bicubic_downscale(hr, 2 ** (levels - level), quantize=False) if level < levels else hr
+               for level in range(1, levels + 1)]
+    return lr, targets
+
+
+def charbonnier(prediction: torch.Tensor, target: torch.Tensor, *, eps: float = 1e-3) -> torch.Tensor:
+    """Mean Charbonnier (smooth L1) loss ``sqrt((x - y)^2 + eps^2)``."""
+    return torch.sqrt((prediction - target) ** 2 + eps * eps).mean()
+
+
+# ----------------------------------------------------------------------------- schedule and checkpoints
+
+
+def learning_rate_at(step: int, config: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to ``min_learning_rate`` at ``total_steps``."""
+    if step < config.warmup_steps:
+        return config.learning_rate * (step + 1) / config.warmup_steps
+    progress = min(1.0, (step - config.warmup_steps) / max(1, config.total_steps - config.warmup_steps))
+    return config.min_learning_rate + 0.5 * (config.learning_rate - config.min_learning_rate) * (1 + math.cos(math.pi * progress))
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    tensors = {}
+    for index, state in optimizer.state_dict()["state"].items():
+        for key, value in state.items():
+            tensors[f"optimizer.{index}.{key}"] = torch.as_tensor(value)
+    return tensors
+
+
+def _load_optimizer_tensors(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
+    state_dict = optimizer.state_dict()
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for name, value in tensors.items():
+        if name.startswith("optimizer."):
+            _, index, key = name.split(".", 2)
+            state.setdefault(int(index), {})[key] = value
+    state_dict["state"] = state
+    optimizer.load_state_dict(state_dict)
+
+
+def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, info: dict) -> None:
+    """Model + optimizer tensors in ``path`` (safetensors) and ``info`` in ``path.with_suffix('.json')``."""
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    tensors.update(_optimizer_tensors(optimizer))
+    save_tensors(path, tensors)
+    sidecar = path.with_suffix(".json")
+    temporary = sidecar.with_name(f".{sidecar.name}.tmp")
+    temporary.write_text(json.dumps(info, indent=1))
+    os.replace(temporary, sidecar)
+
+
+def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> dict:
+    tensors = load_tensors(path)
+    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    if optimizer is not None:
+        _load_optimizer_tensors(optimizer, tensors)
+    return json.loads(path.with_suffix(".json").read_text())
+
+
+def config_from_dict(data: dict) -> TrainConfig:
+    data = dict(data)
+    data["sr"] = SRConfig(**data.get("sr", {}))
+    for key in ("data", "scale_probabilities"):
+        if key in data:
+            data[key] = tuple(data[key])
+    return TrainConfig(**data)
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+@torch.inference_mode()
+def validate_sr(model: LapSR, images: list[torch.Tensor], *, crop: int) -> dict[str, float]:
+    """Mean Y-PSNR (paper conventions) at x2 and x4 on centre crops of the held-out images."""
+    results = {}
+    for scale in (2, 4):
+        values = []
+        for image in images:
+            top = max(0, (image.shape[1] - crop) // 2)
+            left = max(0, (image.shape[2] - crop) // 2)
+            hr = image[None, :, top : top + crop, left : left + crop].float() / 255
+            hr = mod_crop(hr, scale)
+            sr = model(bicubic_downscale(hr, scale), LapSR.levels_for_scale(scale))[-1]
+            values.append(float(psnr(sr.clamp(0, 1), hr, shave=scale)[0]))
+        results[f"x{scale}"] = sum(values) / len(values)
+    return results
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size); initialises the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("gloo" if not torch.cuda.is_available() else "nccl")
+    rank = torch.distributed.get_rank() if world > 1 else 0
+    return rank, world
+
+
+def train(
+    config: TrainConfig,
+    *,
+    minutes: float | None = None,
+    resume: bool = False,
+    max_steps: int | None = None,
+    on_progress: Callable[[dict], None] | None = None,
+) -> dict:
+    """Train until ``total_steps``, ``max_steps`` (this call) or ``minutes`` of wall time, whichever first.
+
+    Writes ``{out}/last.safetensors`` (resumable) and ``{out}/best.safetensors`` (best validation) with
+    JSON sidecars. Returns the final info dict (step, history, CPU seconds, best validation).
+    """
+    if config.task != "sr":
+        raise ValueError(f"unknown task {config.task!r}")
+    rank, world = _distributed()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    out = Path(config.out)
+    last_path, best_path = out / "last.safetensors", out / "best.safetensors"
+
+    torch.manual_seed(config.seed)  # the initial weights
+    model = LapSR(config.sr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    info = {"step": 0, "cpu_seconds": 0.0, "wall_seconds": 0.0, "history": [], "best": None,
+            "params": count_parameters(model)}
+    if resume and last_path.exists():
+        stored = load_checkpoint(last_path, model, optimizer)
+        if stored["config"] != json.loads(json.dumps(asdict(config))):
+            log.warning("resuming with a changed config; the stored one was %s", stored["config"])
+        info = {k: stored[k] for k in info if k in stored}
+    info["config"] = asdict(config)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    trainee: nn.Module = model
+    if world > 1:
+        trainee = nn.parallel.DistributedDataParallel(model)
+
+    train_images, val_images = load_training_images(config.data, val_fraction=config.val_fraction)
+    started, cpu_started = time.monotonic(), time.process_time()
+    wall_base, cpu_base = info["wall_seconds"], info["cpu_seconds"]
+    steps_this_call = 0
+
+    def checkpoint() -> None:
+        info["wall_seconds"] = wall_base + time.monotonic() - started
+        info["cpu_seconds"] = cpu_base + (time.process_time() - cpu_started)
+        if rank == 0:
+            save_checkpoint(last_path, model, optimizer, info)
+
+    while info["step"] < config.total_steps:
+        step = info["step"]
+        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step * 7919 + rank)
+        lr_batch, targets = make_sr_batch(train_images, config, generator=generator)
+        lr_batch = lr_batch.contiguous(memory_format=memory_format)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate_at(step, config)
+        outputs = trainee(lr_batch, len(targets))
+        loss = sum(charbonnier(o, t) for o, t in zip(outputs, targets))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        info["step"] = step + 1
+        steps_this_call += 1
+
+        time_up = minutes is not None and time.monotonic() - started > minutes * 60
+        if max_steps is not None and steps_this_call >= max_steps:
+            time_up = True
+        if world > 1:  # every rank must stop at the same step
+            flag = torch.tensor([float(time_up)])
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            time_up = bool(flag.item())
+        at_validation = info["step"] % config.val_every == 0 or info["step"] == config.total_steps
+        if rank == 0 and at_validation and val_images:
+            model.eval()
+            scores = validate_sr(model, val_images, crop=config.val_crop)
+            model.train()
+            cpu = cpu_base + time.process_time() - cpu_started
+            entry = {"step": info["step"], "cpu_hours": cpu / 3600, "loss": float(loss.detach()), **scores}
+            info["history"].append(entry)
+            score = sum(scores.values()) / len(scores)
+            if info["best"] is None or score > info["best"]["score"]:
+                info["best"] = {**entry, "score": score}
+                save_checkpoint(best_path, model, optimizer, {**info, "config": asdict(config)})
+            checkpoint()
+            if on_progress:
+                on_progress(entry)
+        if time_up:
+            break
+    checkpoint()
+    if world > 1:
+        torch.distributed.barrier()
+    return info
