@@ -220,11 +220,13 @@ def train(
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last.safetensors (optimizer and schedule too).")] = False,
     steps: Annotated[int, typer.Option(help="Length of the cosine learning-rate schedule.")] = 60_000,
     batch: Annotated[int, typer.Option(help="Patches per step (per process).")] = 16,
-    patch: Annotated[int, typer.Option(help="HR patch size in pixels.")] = 96,
+    patch: Annotated[Optional[int], typer.Option(help="Patch size in pixels (HR side for sr; default 96 for sr, 128 for deblur).")] = None,
     learning_rate: Annotated[float, typer.Option(help="Peak Adam learning rate.")] = 5e-4,
     val_every: Annotated[int, typer.Option(help="Steps between validations on held-out images.")] = 500,
     seed: Annotated[int, typer.Option(help="Seed of the initial weights and of every batch.")] = 0,
     max_steps: Annotated[Optional[int], typer.Option(help="Stop after this many steps in this call.")] = None,
+    export: Annotated[Optional[str], typer.Option(help="Instead of training: write OUT's best checkpoint as shipped weights NAME (weights/NAME.safetensors + manifest).")] = None,
+    threads: Annotated[int, typer.Option(help="Torch threads (0: one per core). 1 is best when sharing the CPU.")] = 0,
     quiet: Quiet = False,
 ) -> None:
     """Train or fine-tune on your own images, on a CPU; time-boxed (--minutes) and resumable (--resume)."""
@@ -232,16 +234,24 @@ def train(
     from srdeblur.train import TrainConfig, train as run_training
 
     console = stderr_console(quiet=quiet)
+    if export:
+        from srdeblur.train import export_weights
+
+        manifest = export_weights(out, export)
+        console.print(f"wrote {manifest['file']} ({manifest['params']} parameters, step {manifest['training']['checkpoint_step']})")
+        return
     if not data:
         _fail("--data is required (one or more folders of training images)")
     config = TrainConfig(task=task.value, data=tuple(str(d) for d in data), out=str(out), seed=seed, batch=batch,
-                         patch=patch, learning_rate=learning_rate, total_steps=steps, val_every=val_every)
+                         patch=patch or (96 if task == Task.sr else 128), learning_rate=learning_rate,
+                         total_steps=steps, val_every=val_every, threads=threads,
+                         val_crop=192 if task == Task.sr else 256)
     try:
         info = run_training(
             config, minutes=minutes, resume=resume, max_steps=max_steps,
             on_progress=lambda e: console.print(
                 f"step {e['step']}: loss {e['loss']:.4f}, val " + ", ".join(
-                    f"{k} {v:.2f} dB" for k, v in e.items() if k.startswith("x")) + f", {e['cpu_hours']:.2f} CPU-h",
+                    f"{k} {v:.2f} dB" for k, v in e.items() if k.startswith("x") or k in ("psnr", "gain")) + f", {e['cpu_hours']:.2f} CPU-h",
                 highlight=False),
         )
     except (ValueError, FileNotFoundError) as error:

@@ -14,10 +14,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from srdeblur import classical
-from srdeblur.nets import LapSR
+from srdeblur.nets import LapSR, SRNDeblur
 from srdeblur.resize import imresize
 
-__all__ = ["UPSCALE_METHODS", "DEBLUR_METHODS", "SCALES", "upscale", "deblur", "upscale_with_net"]
+__all__ = ["UPSCALE_METHODS", "DEBLUR_METHODS", "SCALES", "upscale", "deblur", "upscale_with_net", "deblur_with_net"]
 
 UPSCALE_METHODS = ("net", "bicubic", "lanczos")
 DEBLUR_METHODS = ("net", "wiener", "rl")
@@ -98,6 +98,24 @@ def upscale(
     return output.clamp(0, 1)
 
 
+@torch.inference_mode()
+def deblur_with_net(image: torch.Tensor, model: SRNDeblur) -> torch.Tensor:
+    """Blind deblurring of ``(B, C, H, W)`` -> same shape, not clamped.
+
+    The input is reflect-padded by ``NET_BORDER`` px plus up to the network's size multiple, then cropped.
+    """
+    height, width = image.shape[-2:]
+    multiple = model.multiple
+    border = min(NET_BORDER * 2, height - 1, width - 1)
+    extra_h = (-(height + 2 * border)) % multiple
+    extra_w = (-(width + 2 * border)) % multiple
+    rgb = F.pad(_as_rgb(image), (border,) * 4, mode="reflect") if border > 0 else _as_rgb(image)
+    rgb = F.pad(rgb, (0, extra_w, 0, extra_h), mode="replicate")
+    output = model(rgb.contiguous(memory_format=torch.channels_last))[-1]
+    output = output[..., border : border + height, border : border + width]
+    return _like_input(output.contiguous(), image.shape[1])
+
+
 def deblur(
     image: torch.Tensor,
     *,
@@ -120,5 +138,9 @@ def deblur(
             return classical.wiener(image, psf, balance=balance).clamp(0, 1)
         return classical.richardson_lucy(image, psf, iterations=iterations, tv_weight=tv_weight).clamp(0, 1)
     if method == "net":
-        raise NotImplementedError("the deblurring network has not landed yet; use --method wiener or rl with --psf")
+        if model is None:
+            from srdeblur.weights import load_model
+
+            model = load_model("srndeblur")
+        return deblur_with_net(image, model).clamp(0, 1)  # type: ignore[arg-type]
     raise ValueError(f"unknown deblur method {method!r}; expected one of {DEBLUR_METHODS}")

@@ -7,6 +7,10 @@ upsampler — and both reuse ONE set of weights at every scale:
   twice for x4 and three times for x8. Each application doubles the feature map with a transposed
   convolution and adds a predicted residual to the image doubled by another transposed convolution
   (initialised to bilinear interpolation), so every pyramid level has an output that can be supervised.
+* :class:`SRNDeblur` (blind deblurring, after SRN-DeblurNet's scale recurrence): one encoder-decoder of
+  residual blocks runs coarse to fine over an image pyramid (1/4, 1/2, 1); at each scale it sees the blurred
+  image and the previous scale's estimate, doubled by a transposed convolution, and predicts a residual
+  correction to that estimate — iterative residual deconvolution with the same weights at every scale.
 
 Shapes: images are ``(B, C, H, W)`` float32 in [0, 1], ``C`` = 3 (RGB); grayscale images are replicated to
 three channels by the caller (:mod:`srdeblur.inference`).
@@ -21,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["SRConfig", "LapSR", "ResidualBlock", "bilinear_upsampler_weight", "count_parameters"]
+__all__ = ["SRConfig", "LapSR", "DeblurConfig", "SRNDeblur", "ResidualBlock", "bilinear_upsampler_weight", "count_parameters"]
 
 
 @dataclass(frozen=True)
@@ -150,3 +154,93 @@ class LapSR(nn.Module):
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+@dataclass(frozen=True)
+class DeblurConfig:
+    """Architecture of :class:`SRNDeblur`.
+
+    channels : feature channels at full resolution; the encoder doubles them at each of its 2 downsamplings.
+    blocks : residual blocks per encoder and per decoder level.
+    scales : levels of the image pyramid the shared network runs over (3: 1/4, 1/2, 1).
+    image_channels : 3 for RGB.
+    """
+
+    channels: int = 24
+    blocks: int = 1
+    scales: int = 3
+    image_channels: int = 3
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _level(channels: int, blocks: int) -> nn.Sequential:
+    return nn.Sequential(*[ResidualBlock(channels) for _ in range(blocks)])
+
+
+class EncoderDecoder(nn.Module):
+    """U-shaped net of residual blocks: two stride-2 convolutions down, two transposed convolutions up,
+    with skip connections; ``(B, 2C, H, W) -> (B, C, H, W)`` residual. H and W must be multiples of 4."""
+
+    def __init__(self, config: DeblurConfig) -> None:
+        super().__init__()
+        c, n, img = config.channels, config.blocks, config.image_channels
+        self.head = nn.Conv2d(2 * img, c, 3, padding=1)
+        self.enc1 = _level(c, n)
+        self.down1 = nn.Conv2d(c, 2 * c, 3, stride=2, padding=1)
+        self.enc2 = _level(2 * c, n)
+        self.down2 = nn.Conv2d(2 * c, 4 * c, 3, stride=2, padding=1)
+        self.bottom = _level(4 * c, 2 * n)
+        self.up2 = nn.ConvTranspose2d(4 * c, 2 * c, 4, stride=2, padding=1)
+        self.dec2 = _level(2 * c, n)
+        self.up1 = nn.ConvTranspose2d(2 * c, c, 4, stride=2, padding=1)
+        self.dec1 = _level(c, n)
+        self.tail = nn.Conv2d(c, img, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        act = lambda t: F.leaky_relu(t, 0.2)  # noqa: E731
+        e1 = self.enc1(act(self.head(x)))
+        e2 = self.enc2(act(self.down1(e1)))
+        b = self.bottom(act(self.down2(e2)))
+        d2 = self.dec2(act(self.up2(b)) + e2)
+        d1 = self.dec1(act(self.up1(d2)) + e1)
+        return self.tail(d1)
+
+
+class SRNDeblur(nn.Module):
+    """Scale-recurrent blind deblurring: one :class:`EncoderDecoder` shared by every pyramid scale.
+
+    ``forward(blurred)`` takes ``(B, C, H, W)`` in [0, 1] with H, W multiples of ``4 * 2**(scales-1)`` (the
+    caller pads, see :mod:`srdeblur.inference`) and returns the estimates coarse to fine,
+    ``[(B, C, H/4, W/4), (B, C, H/2, W/2), (B, C, H, W)]`` for 3 scales (not clamped).
+    """
+
+    def __init__(self, config: DeblurConfig = DeblurConfig()) -> None:
+        super().__init__()
+        self.config = config
+        self.net = EncoderDecoder(config)
+        c = config.image_channels
+        self.estimate_up = nn.ConvTranspose2d(c, c, 4, stride=2, padding=1, groups=c, bias=False)
+        with torch.no_grad():
+            self.estimate_up.weight.copy_(bilinear_upsampler_weight(c))
+
+    @property
+    def multiple(self) -> int:
+        """Input sides must be multiples of this."""
+        return 4 * 2 ** (self.config.scales - 1)
+
+    def forward(self, blurred: torch.Tensor) -> list[torch.Tensor]:
+        if blurred.ndim != 4 or blurred.shape[1] != self.config.image_channels:
+            raise ValueError(f"SRNDeblur expects (B, {self.config.image_channels}, H, W), got {tuple(blurred.shape)}")
+        if blurred.shape[-2] % self.multiple or blurred.shape[-1] % self.multiple:
+            raise ValueError(f"SRNDeblur needs sides that are multiples of {self.multiple}, got {tuple(blurred.shape[-2:])}")
+        pyramid = [blurred - 0.5]
+        for _ in range(self.config.scales - 1):
+            pyramid.append(F.avg_pool2d(pyramid[-1], 2))
+        estimates, estimate = [], None
+        for level in reversed(pyramid):
+            estimate = level if estimate is None else self.estimate_up(estimate)
+            estimate = estimate + self.net(torch.cat([level, estimate], dim=1))
+            estimates.append(estimate + 0.5)
+        return estimates

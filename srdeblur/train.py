@@ -23,24 +23,29 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from srdeblur.degrade import bicubic_downscale, mod_crop
+from srdeblur.degrade import add_gaussian_noise, bicubic_downscale, mod_crop, quantize_8bit
 from srdeblur.io import list_images, read_image
+from srdeblur.kernels import disk_psf, gaussian_psf, random_motion_psf
 from srdeblur.metrics import psnr
-from srdeblur.nets import LapSR, SRConfig, count_parameters
+from srdeblur.nets import DeblurConfig, LapSR, SRConfig, SRNDeblur, count_parameters
 from srdeblur.weights import load_tensors, save_tensors
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TrainConfig", "train", "load_training_images", "make_sr_batch", "charbonnier"]
+__all__ = ["TrainConfig", "train", "load_training_images", "make_sr_batch", "make_deblur_batch", "charbonnier"]
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines a training run (saved in every checkpoint).
 
-    patch : HR patch side in pixels for x2 and x4 (x8 uses ``patch * 4 / 3``, so its LR patch is 16 px).
+    patch : SR: HR patch side for x2 and x4 (x8 uses ``patch * 4 / 3``, so its LR patch is 16 px);
+        deblur: sharp patch side (a multiple of 16).
     total_steps : length of the cosine learning-rate schedule; a run may stop earlier (``minutes``) and resume.
     scale_probabilities : how often each SR scale (2, 4, 8) is drawn for a step.
+    max_kernel / curriculum : deblur: largest blur kernel side (odd); it grows linearly from 7 px to
+        ``max_kernel`` over the first ``curriculum`` fraction of ``total_steps`` (small blurs first).
+    max_noise : deblur: noise sigma drawn uniformly in [0, max_noise] (on the [0, 1] scale).
     val_every : steps between validations on held-out images; the best model is kept.
     val_fraction : every n-th training image (sorted by path) is held out for validation.
     """
@@ -60,9 +65,13 @@ class TrainConfig:
     val_every: int = 500
     val_fraction: int = 29
     val_crop: int = 192
+    max_kernel: int = 31
+    curriculum: float = 0.3
+    max_noise: float = 0.02
     channels_last: bool = True
     threads: int = 0  # 0: torch's default (one per core)
     sr: SRConfig = field(default_factory=SRConfig)
+    deblur: DeblurConfig = field(default_factory=DeblurConfig)
 
 
 # ----------------------------------------------------------------------------- data
@@ -129,6 +138,60 @@ def make_sr_batch(
     return lr, targets
 
 
+def kernel_size_at(step: int, config: TrainConfig) -> int:
+    """Curriculum: the largest kernel side at ``step`` (odd, from 7 to ``max_kernel``)."""
+    progress = min(1.0, step / max(1.0, config.curriculum * config.total_steps))
+    size = 7 + progress * (config.max_kernel - 7)
+    return int(size) // 2 * 2 + 1
+
+
+def random_blur_kernel(size: int, *, generator: torch.Generator) -> torch.Tensor:
+    """A training blur no larger than ``size``: camera shake (70%), defocus disk (15%) or Gaussian (15%)."""
+    kind, amount = torch.rand(2, generator=generator).tolist()
+    if kind < 0.7:
+        return random_motion_psf(size, generator=generator)
+    if kind < 0.85:
+        return disk_psf(1.0 + amount * (size // 2 - 1.5))
+    return gaussian_psf(0.5 + amount * (size / 6 - 0.5))
+
+
+def make_deblur_batch(
+    images: list[torch.Tensor], config: TrainConfig, *, step: int, generator: torch.Generator
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """One deblurring batch: blurred, noisy, 8-bit input and the sharp target at every pyramid scale.
+
+    Each sharp patch is cut with a margin, convolved with its own random kernel (one grouped convolution
+    for the batch, 'valid' so no border is invented) and cropped to ``patch``. Targets are the sharp patch
+    average-pooled like the network's input pyramid: ``[(B,3,P/4,P/4), (B,3,P/2,P/2), (B,3,P,P)]``.
+    """
+    size = kernel_size_at(step, config)
+    margin = config.max_kernel // 2
+    sharp = random_patches(images, config.batch, config.patch + 2 * margin, generator=generator)
+    kernels = torch.zeros(config.batch, config.max_kernel, config.max_kernel)
+    for index in range(config.batch):
+        kernel = random_blur_kernel(size, generator=generator)
+        kh, kw = kernel.shape
+        top, left = (config.max_kernel - kh) // 2, (config.max_kernel - kw) // 2
+        kernels[index, top : top + kh, left : left + kw] = kernel.flip(0, 1)  # conv2d correlates
+    weight = kernels.repeat_interleave(3, dim=0)[:, None]
+    blurred = F.conv2d(sharp.reshape(1, -1, *sharp.shape[-2:]), weight, groups=3 * config.batch)
+    blurred = blurred.reshape(config.batch, 3, config.patch, config.patch)
+    sigma = torch.rand(config.batch, generator=generator) * config.max_noise
+    blurred = quantize_8bit(add_gaussian_noise(blurred, sigma, generator=generator))
+    target = sharp[..., margin : margin + config.patch, margin : margin + config.patch]
+    targets = [target]
+    for _ in range(config.deblur.scales - 1):
+        targets.insert(0, F.avg_pool2d(targets[0], 2))
+    return blurred, targets
+
+
+def validation_kernels(count: int = 6, *, size: int = 31) -> list[torch.Tensor]:
+    """Fixed validation blurs (seeded, never the Levin kernels): 4 camera shakes, a disk and a Gaussian."""
+    generator = torch.Generator().manual_seed(20261122)
+    shakes = [random_motion_psf(size, generator=generator) for _ in range(count - 2)]
+    return shakes + [disk_psf(4.0), gaussian_psf(2.0)]
+
+
 def charbonnier(prediction: torch.Tensor, target: torch.Tensor, *, eps: float = 1e-3) -> torch.Tensor:
     """Mean Charbonnier (smooth L1) loss ``sqrt((x - y)^2 + eps^2)``."""
     return torch.sqrt((prediction - target) ** 2 + eps * eps).mean()
@@ -186,6 +249,7 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
 def config_from_dict(data: dict) -> TrainConfig:
     data = dict(data)
     data["sr"] = SRConfig(**data.get("sr", {}))
+    data["deblur"] = DeblurConfig(**data.get("deblur", {}))
     for key in ("data", "scale_probabilities"):
         if key in data:
             data[key] = tuple(data[key])
@@ -212,7 +276,57 @@ def validate_sr(model: LapSR, images: list[torch.Tensor], *, crop: int) -> dict[
     return results
 
 
+@torch.inference_mode()
+def validate_deblur(model: SRNDeblur, images: list[torch.Tensor], *, crop: int) -> dict[str, float]:
+    """Mean Y-PSNR of the deblurred result and of the blurred input on held-out centre crops, over fixed
+    validation kernels with 1% noise: ``{"psnr": ..., "input": ..., "gain": ...}``."""
+    from srdeblur.classical import blur
+
+    outputs, inputs = [], []
+    crop = crop // model.multiple * model.multiple
+    for index, image in enumerate(images):
+        top, left = max(0, (image.shape[1] - crop) // 2), max(0, (image.shape[2] - crop) // 2)
+        sharp = image[None, :, top : top + crop, left : left + crop].float() / 255
+        sharp = mod_crop(sharp, model.multiple)
+        for k, kernel in enumerate(validation_kernels()):
+            generator = torch.Generator().manual_seed(1000 * index + k)
+            blurred = quantize_8bit(add_gaussian_noise(blur(sharp, kernel), 0.01, generator=generator))
+            restored = model(blurred)[-1].clamp(0, 1)
+            outputs.append(float(psnr(restored, sharp)[0]))
+            inputs.append(float(psnr(blurred, sharp)[0]))
+    mean_out, mean_in = sum(outputs) / len(outputs), sum(inputs) / len(inputs)
+    return {"psnr": mean_out, "input": mean_in, "gain": mean_out - mean_in}
+
+
 # ----------------------------------------------------------------------------- the loop
+
+
+class _StopFlag:
+    """Set by SIGTERM/SIGINT during training so the loop ends after the current step and saves."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, object] = {}
+
+    def __call__(self, signum, frame) -> None:  # signal handler
+        self.requested = True
+
+    def restore(self) -> None:
+        import signal
+
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def _install_stop_handler() -> _StopFlag:
+    import signal
+    import threading
+
+    flag = _StopFlag()
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            flag._previous[signum] = signal.signal(signum, flag)
+    return flag
 
 
 def _distributed() -> tuple[int, int]:
@@ -237,8 +351,8 @@ def train(
     Writes ``{out}/last.safetensors`` (resumable) and ``{out}/best.safetensors`` (best validation) with
     JSON sidecars. Returns the final info dict (step, history, CPU seconds, best validation).
     """
-    if config.task != "sr":
-        raise ValueError(f"unknown task {config.task!r}")
+    if config.task not in ("sr", "deblur"):
+        raise ValueError(f"unknown task {config.task!r}; expected 'sr' or 'deblur'")
     rank, world = _distributed()
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -246,7 +360,7 @@ def train(
     last_path, best_path = out / "last.safetensors", out / "best.safetensors"
 
     torch.manual_seed(config.seed)  # the initial weights
-    model = LapSR(config.sr)
+    model: nn.Module = LapSR(config.sr) if config.task == "sr" else SRNDeblur(config.deblur)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     info = {"step": 0, "cpu_seconds": 0.0, "wall_seconds": 0.0, "history": [], "best": None,
             "params": count_parameters(model)}
@@ -266,6 +380,7 @@ def train(
     started, cpu_started = time.monotonic(), time.process_time()
     wall_base, cpu_base = info["wall_seconds"], info["cpu_seconds"]
     steps_this_call = 0
+    stop = _install_stop_handler()
 
     def checkpoint() -> None:
         info["wall_seconds"] = wall_base + time.monotonic() - started
@@ -273,47 +388,114 @@ def train(
         if rank == 0:
             save_checkpoint(last_path, model, optimizer, info)
 
-    while info["step"] < config.total_steps:
-        step = info["step"]
-        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step * 7919 + rank)
-        lr_batch, targets = make_sr_batch(train_images, config, generator=generator)
-        lr_batch = lr_batch.contiguous(memory_format=memory_format)
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate_at(step, config)
-        outputs = trainee(lr_batch, len(targets))
-        loss = sum(charbonnier(o, t) for o, t in zip(outputs, targets))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        info["step"] = step + 1
-        steps_this_call += 1
+    try:
+        while info["step"] < config.total_steps:
+            step = info["step"]
+            generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step * 7919 + rank)
+            if config.task == "sr":
+                inputs, targets = make_sr_batch(train_images, config, generator=generator)
+            else:
+                inputs, targets = make_deblur_batch(train_images, config, step=step, generator=generator)
+            inputs = inputs.contiguous(memory_format=memory_format)
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate_at(step, config)
+            outputs = trainee(inputs, len(targets)) if config.task == "sr" else trainee(inputs)
+            loss = sum(charbonnier(o, t) for o, t in zip(outputs, targets))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            info["step"] = step + 1
+            steps_this_call += 1
 
-        time_up = minutes is not None and time.monotonic() - started > minutes * 60
-        if max_steps is not None and steps_this_call >= max_steps:
-            time_up = True
-        if world > 1:  # every rank must stop at the same step
-            flag = torch.tensor([float(time_up)])
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-            time_up = bool(flag.item())
-        at_validation = info["step"] % config.val_every == 0 or info["step"] == config.total_steps
-        if rank == 0 and at_validation and val_images:
-            model.eval()
-            scores = validate_sr(model, val_images, crop=config.val_crop)
-            model.train()
-            cpu = cpu_base + time.process_time() - cpu_started
-            entry = {"step": info["step"], "cpu_hours": cpu / 3600, "loss": float(loss.detach()), **scores}
-            info["history"].append(entry)
-            score = sum(scores.values()) / len(scores)
-            if info["best"] is None or score > info["best"]["score"]:
-                info["best"] = {**entry, "score": score}
-                save_checkpoint(best_path, model, optimizer, {**info, "config": asdict(config)})
-            checkpoint()
-            if on_progress:
-                on_progress(entry)
-        if time_up:
-            break
+            time_up = stop.requested or (minutes is not None and time.monotonic() - started > minutes * 60)
+            if max_steps is not None and steps_this_call >= max_steps:
+                time_up = True
+            if world > 1:  # every rank must stop at the same step
+                flag = torch.tensor([float(time_up)])
+                torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+                time_up = bool(flag.item())
+            at_validation = info["step"] % config.val_every == 0 or info["step"] == config.total_steps
+            if rank == 0 and at_validation and val_images:
+                model.eval()
+                if config.task == "sr":
+                    scores = validate_sr(model, val_images, crop=config.val_crop)
+                    score = (scores["x2"] + scores["x4"]) / 2
+                else:
+                    scores = validate_deblur(model, val_images, crop=config.val_crop)
+                    score = scores["psnr"]
+                model.train()
+                cpu = cpu_base + time.process_time() - cpu_started
+                wall = wall_base + time.monotonic() - started
+                entry = {"step": info["step"], "cpu_hours": cpu / 3600, "wall_hours": wall / 3600,
+                         "loss": float(loss.detach()), **scores}
+                info["history"].append(entry)
+                if info["best"] is None or score > info["best"]["score"]:
+                    info["best"] = {**entry, "score": score}
+                    save_checkpoint(best_path, model, optimizer, {**info, "config": asdict(config)})
+                checkpoint()
+                if on_progress:
+                    on_progress(entry)
+            if time_up:
+                break
+    finally:
+        stop.restore()
     checkpoint()
     if world > 1:
         torch.distributed.barrier()
     return info
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def export_weights(run: Path, name: str, *, folder: Path | None = None, checkpoint: str = "best") -> dict:
+    """Write the model of ``run/<checkpoint>.safetensors`` as shipped weights ``<folder>/<name>.safetensors``
+    (model tensors only, float32) with its manifest ``<name>.json``; returns the manifest.
+
+    The manifest holds the architecture config, sha256, parameter count, and the training data, recipe,
+    steps, CPU-hours and validation curve; ``metrics`` (measured with ``srdeblur eval``) is kept from an
+    existing manifest of the same weights or left empty.
+    """
+    from srdeblur.weights import read_manifest, sha256_file, weights_dir
+
+    folder = Path(folder or weights_dir())
+    source = Path(run) / f"{checkpoint}.safetensors"
+    info = json.loads(source.with_suffix(".json").read_text())
+    config = config_from_dict(info["config"])
+    tensors = {k[len("model."):]: v for k, v in load_tensors(source).items() if k.startswith("model.")}
+    model = LapSR(config.sr) if config.task == "sr" else SRNDeblur(config.deblur)
+    model.load_state_dict(tensors)  # proves the tensors rebuild the network before anything is written
+    target = folder / f"{name}.safetensors"
+    save_tensors(target, model.state_dict(), metadata={"name": name, "task": config.task})
+    previous = {}
+    if (folder / f"{name}.json").is_file():
+        previous = read_manifest(name, folder=folder)
+    architecture = "lapsr" if config.task == "sr" else "srndeblur"
+    manifest = {
+        "name": name,
+        "task": config.task,
+        "architecture": architecture,
+        "file": target.name,
+        "sha256": sha256_file(target),
+        "config": asdict(config.sr if config.task == "sr" else config.deblur),
+        "scales": [2, 3, 4, 8] if config.task == "sr" else [1],
+        "params": count_parameters(model),
+        "training": {
+            "data": list(config.data),
+            "held_out_for_validation": f"every {config.val_fraction}th image in sorted path order",
+            "steps": info["step"],
+            "checkpoint_step": info.get("best", {}).get("step", info["step"]) if checkpoint == "best" else info["step"],
+            "cpu_hours": round(info["cpu_seconds"] / 3600, 3),
+            "wall_hours": round(info["wall_seconds"] / 3600, 3),
+            "seed": config.seed,
+            "recipe": {k: v for k, v in asdict(config).items() if k not in ("data", "out", "sr", "deblur")},
+            "validation_curve": info["history"],
+        },
+        "metrics": previous.get("metrics", {}) if previous.get("sha256") == sha256_file(target) else {},
+        "created": time.strftime("%Y-%m-%d"),
+    }
+    temporary = folder / f".{name}.json.tmp"
+    temporary.write_text(json.dumps(manifest, indent=1) + "\n")
+    os.replace(temporary, folder / f"{name}.json")
+    return manifest

@@ -1,0 +1,172 @@
+"""Training: batches, schedule, determinism, time-boxed resume, and a two-process DDP run."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from srdeblur.io import write_image
+from srdeblur.nets import SRConfig
+from srdeblur.train import (
+    TrainConfig,
+    charbonnier,
+    learning_rate_at,
+    load_checkpoint,
+    load_training_images,
+    make_sr_batch,
+    train,
+)
+from srdeblur.weights import load_tensors
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("train_images")
+    generator = torch.Generator().manual_seed(3)
+    for index in range(6):
+        # Smooth random images (upsampled noise) look more like photos than white noise does.
+        coarse = torch.rand(1, 3, 12, 10 + index, generator=generator)
+        image = torch.nn.functional.interpolate(coarse, size=(72, 64 + 4 * index), mode="bicubic").clamp(0, 1)
+        write_image(folder / f"img{index}.png", image)
+    return folder
+
+
+def tiny_config(folder: Path, out: Path, **changes) -> TrainConfig:
+    config = TrainConfig(
+        data=(str(folder),), out=str(out), batch=2, patch=24, total_steps=6, warmup_steps=2,
+        val_every=3, val_fraction=3, val_crop=48, sr=SRConfig(channels=8, blocks=1),
+    )
+    return replace(config, **changes)
+
+
+def test_make_sr_batch_shapes_and_levels(image_folder):
+    images, _ = load_training_images((str(image_folder),), val_fraction=100)
+    config = TrainConfig(batch=3, patch=24, scale_probabilities=(0.0, 0.0, 1.0))
+    lr, targets = make_sr_batch(images, config, generator=torch.Generator().manual_seed(0))
+    # x8 uses a patch of 4/3 the size, rounded down to a multiple of 8: 32.
+    assert lr.shape == (3, 3, 4, 4)
+    assert [t.shape[-1] for t in targets] == [8, 16, 32]
+    assert torch.allclose(lr * 255, torch.round(lr * 255), atol=1e-4)  # 8-bit LR, like a saved file
+
+
+def test_make_sr_batch_is_deterministic_given_the_generator(image_folder):
+    images, _ = load_training_images((str(image_folder),), val_fraction=100)
+    config = TrainConfig(batch=2, patch=24)
+    first = make_sr_batch(images, config, generator=torch.Generator().manual_seed(5))
+    second = make_sr_batch(images, config, generator=torch.Generator().manual_seed(5))
+    third = make_sr_batch(images, config, generator=torch.Generator().manual_seed(6))
+    assert torch.equal(first[0], second[0])
+    assert not torch.equal(first[1][-1], third[1][-1])
+
+
+def test_validation_images_are_held_out(image_folder):
+    train_images, val_images = load_training_images((str(image_folder),), val_fraction=3)
+    assert len(train_images) == 4 and len(val_images) == 2
+    assert all(img.dtype == torch.uint8 and img.shape[0] == 3 for img in train_images + val_images)
+
+
+def test_learning_rate_schedule():
+    config = TrainConfig(learning_rate=1e-3, min_learning_rate=1e-5, warmup_steps=10, total_steps=110)
+    assert learning_rate_at(0, config) == pytest.approx(1e-4)
+    assert learning_rate_at(9, config) == pytest.approx(1e-3)
+    assert learning_rate_at(60, config) == pytest.approx((1e-3 + 1e-5) / 2)
+    assert learning_rate_at(110, config) == pytest.approx(1e-5)
+
+
+def test_charbonnier_matches_hand_value():
+    prediction, target = torch.zeros(1, 1, 1, 2), torch.tensor([[[[0.0, 0.3]]]])
+    expected = (math.sqrt(1e-6) + math.sqrt(0.09 + 1e-6)) / 2
+    assert float(charbonnier(prediction, target)) == pytest.approx(expected)
+
+
+def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(image_folder, tmp_path):
+    whole = train(tiny_config(image_folder, tmp_path / "whole"))
+    train(tiny_config(image_folder, tmp_path / "split"), max_steps=4)
+    resumed = train(tiny_config(image_folder, tmp_path / "split"), resume=True)
+    assert whole["step"] == resumed["step"] == 6
+    a = load_tensors(tmp_path / "whole" / "last.safetensors")
+    b = load_tensors(tmp_path / "split" / "last.safetensors")
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    assert [h["x2"] for h in whole["history"]] == [h["x2"] for h in resumed["history"]]
+
+
+def test_checkpoints_are_safetensors_with_json_sidecars(image_folder, tmp_path):
+    info = train(tiny_config(image_folder, tmp_path / "run"))
+    for stem in ("last", "best"):
+        assert (tmp_path / "run" / f"{stem}.safetensors").is_file()
+        sidecar = json.loads((tmp_path / "run" / f"{stem}.json").read_text())
+        assert sidecar["config"]["sr"]["channels"] == 8
+    assert info["best"]["step"] in (3, 6)
+    assert info["cpu_seconds"] > 0
+    # Training moved the weights away from their initial values, and validation PSNR is a real number.
+    assert all(math.isfinite(h["x2"]) and h["x2"] > 10 for h in info["history"])
+
+
+def test_time_box_stops_early(image_folder, tmp_path):
+    info = train(tiny_config(image_folder, tmp_path / "boxed", total_steps=10_000), minutes=0.0)
+    assert info["step"] == 1  # one step, then the (already expired) time box ends the run and saves
+    assert (tmp_path / "boxed" / "last.safetensors").is_file()
+
+
+def test_cli_train_runs_under_torchrun_with_two_processes(image_folder, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+        "-m", "srdeblur", "train", "--task", "sr", "--data", str(image_folder), "--out", str(out),
+        "--steps", "2", "--batch", "2", "--patch", "24", "--val-every", "2", "--quiet",
+    ]
+    completed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    info = json.loads((out / "last.json").read_text())
+    assert info["step"] == 2
+    model = load_tensors(out / "last.safetensors")
+    assert any(name.startswith("model.") for name in model)
+
+
+def test_make_deblur_batch_blurs_with_a_normalised_kernel(image_folder):
+    from srdeblur.train import make_deblur_batch
+
+    images, _ = load_training_images((str(image_folder),), val_fraction=100)
+    config = TrainConfig(task="deblur", batch=2, patch=32, max_kernel=15, max_noise=0.0)
+    blurred, targets = make_deblur_batch(images, config, step=10**6, generator=torch.Generator().manual_seed(1))
+    assert blurred.shape == (2, 3, 32, 32)
+    assert [t.shape[-1] for t in targets] == [8, 16, 32]
+    # A normalised blur keeps the mean brightness (up to border effects and 8-bit rounding) ...
+    assert torch.allclose(blurred.mean(dim=(1, 2, 3)), targets[-1].mean(dim=(1, 2, 3)), atol=0.03)
+    # ... and removes detail: the blurred patch has less gradient energy than the sharp one.
+    def energy(x):
+        return (x[..., 1:, :] - x[..., :-1, :]).abs().mean()
+    assert energy(blurred) < energy(targets[-1])
+    # The coarser targets are 2x2 averages of the finer ones.
+    assert torch.allclose(targets[1], torch.nn.functional.avg_pool2d(targets[2], 2))
+
+
+def test_kernel_curriculum_grows_from_small_to_full_size():
+    from srdeblur.train import kernel_size_at
+
+    config = TrainConfig(task="deblur", total_steps=1000, curriculum=0.5, max_kernel=31)
+    sizes = [kernel_size_at(step, config) for step in (0, 250, 500, 900)]
+    assert sizes == [7, 19, 31, 31]
+    assert all(size % 2 == 1 for size in sizes)
+
+
+def test_deblur_training_runs_and_validates(image_folder, tmp_path):
+    from srdeblur.nets import DeblurConfig
+
+    config = replace(tiny_config(image_folder, tmp_path / "deblur"), task="deblur", patch=32, max_kernel=9,
+                     total_steps=2, val_every=2, val_crop=32, deblur=DeblurConfig(channels=4, blocks=1))
+    info = train(config)
+    entry = info["history"][-1]
+    assert info["step"] == 2 and set(entry) >= {"psnr", "input", "gain"}
+    assert entry["gain"] == pytest.approx(entry["psnr"] - entry["input"])
