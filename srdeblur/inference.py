@@ -7,7 +7,8 @@ back as the mean of its three outputs).
 
 from __future__ import annotations
 
-from typing import Literal
+import logging
+from typing import Callable, Literal
 
 import torch
 from torch import nn
@@ -17,7 +18,12 @@ from srdeblur import classical
 from srdeblur.nets import LapSR, SRNDeblur
 from srdeblur.resize import imresize
 
-__all__ = ["UPSCALE_METHODS", "DEBLUR_METHODS", "SCALES", "upscale", "deblur", "upscale_with_net", "deblur_with_net"]
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "UPSCALE_METHODS", "DEBLUR_METHODS", "SCALES", "upscale", "deblur", "upscale_with_net", "deblur_with_net",
+    "tiled_forward", "auto_tile",
+]
 
 UPSCALE_METHODS = ("net", "bicubic", "lanczos")
 DEBLUR_METHODS = ("net", "wiener", "rl")
@@ -25,6 +31,11 @@ SCALES = (2, 3, 4, 8)
 # LR pixels of reflect padding around the network's input, cropped from its output: borders then see
 # image-like context instead of the zeros of convolution padding.
 NET_BORDER = 8
+TileFunction = Callable[[torch.Tensor], torch.Tensor]
+DEFAULT_TILE_OVERLAP = 32
+# Rough peak bytes of activations per output pixel (batch 1), to size tiles from free memory.
+_NET_BYTES_PER_OUTPUT_PIXEL = 1024
+_RESIZE_BYTES_PER_OUTPUT_PIXEL = 256
 
 
 def _check_image(image: torch.Tensor) -> None:
@@ -67,6 +78,9 @@ def upscale(
     scale: int,
     method: Literal["net", "bicubic", "lanczos"] = "net",
     model: nn.Module | None = None,
+    tile: int | None = None,
+    tile_overlap: int = DEFAULT_TILE_OVERLAP,
+    on_tile: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """Upscale ``(B, C, H, W)`` in [0, 1] by an integer ``scale`` in {2, 3, 4, 8}.
 
@@ -75,6 +89,9 @@ def upscale(
     method : "net" (the shipped LapSR network, or ``model``), "bicubic" (MATLAB-compatible) or "lanczos"
         (Lanczos-3).
     model : a loaded network for ``method="net"``; default: the shipped ``lapsr`` weights.
+    tile : process in tiles of this many input pixels (0: whole image; None: chosen from free memory).
+    tile_overlap : context per tile side in input pixels; results are cross-faded (see :func:`tiled_forward`).
+    on_tile : progress callback ``(tiles done, tiles total)``.
 
     Returns
     -------
@@ -84,17 +101,24 @@ def upscale(
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {SCALES}, got {scale}")
     if method == "bicubic":
-        output = imresize(image, scale=scale, kernel="cubic")
+        function: TileFunction = lambda piece: imresize(piece, scale=scale, kernel="cubic")  # noqa: E731
     elif method == "lanczos":
-        output = imresize(image, scale=scale, kernel="lanczos3")
+        function = lambda piece: imresize(piece, scale=scale, kernel="lanczos3")  # noqa: E731
     elif method == "net":
         if model is None:
             from srdeblur.weights import load_model
 
             model = load_model("lapsr")
-        output = upscale_with_net(image, model, scale=scale)  # type: ignore[arg-type]
+        function = lambda piece: upscale_with_net(piece, model, scale=scale)  # type: ignore[arg-type]  # noqa: E731
     else:
         raise ValueError(f"unknown upscale method {method!r}; expected one of {UPSCALE_METHODS}")
+    if tile is None:
+        per_pixel = _NET_BYTES_PER_OUTPUT_PIXEL if method == "net" else _RESIZE_BYTES_PER_OUTPUT_PIXEL
+        tile = auto_tile(image, bytes_per_output_pixel=per_pixel, scale=scale)
+    if tile:
+        output = tiled_forward(image, function, scale=scale, tile=tile, overlap=tile_overlap, on_tile=on_tile)
+    else:
+        output = function(image)
     return output.clamp(0, 1)
 
 
@@ -125,10 +149,15 @@ def deblur(
     balance: float = 0.005,
     tv_weight: float = 0.0,
     model: nn.Module | None = None,
+    tile: int | None = None,
+    tile_overlap: int = DEFAULT_TILE_OVERLAP,
+    on_tile: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """Deblur ``(B, C, H, W)`` in [0, 1]; ``wiener`` and ``rl`` need the ``psf`` ``(kh, kw)`` (sum 1).
 
-    ``iterations`` and ``tv_weight`` apply to Richardson-Lucy, ``balance`` to Wiener.
+    ``iterations`` and ``tv_weight`` apply to Richardson-Lucy, ``balance`` to Wiener. ``tile``,
+    ``tile_overlap`` and ``on_tile`` apply to the network (see :func:`upscale`); the classical methods
+    work on the whole image at once (their FFTs are global).
     """
     _check_image(image)
     if method in ("wiener", "rl"):
@@ -142,5 +171,135 @@ def deblur(
             from srdeblur.weights import load_model
 
             model = load_model("srndeblur")
-        return deblur_with_net(image, model).clamp(0, 1)  # type: ignore[arg-type]
+        function: TileFunction = lambda piece: deblur_with_net(piece, model)  # type: ignore[arg-type]  # noqa: E731
+        if tile is None:
+            tile = auto_tile(image, bytes_per_output_pixel=_NET_BYTES_PER_OUTPUT_PIXEL, scale=1)
+        if tile:
+            return tiled_forward(image, function, tile=tile, overlap=tile_overlap, on_tile=on_tile).clamp(0, 1)
+        return function(image).clamp(0, 1)
     raise ValueError(f"unknown deblur method {method!r}; expected one of {DEBLUR_METHODS}")
+
+
+# ----------------------------------------------------------------------------- tiling
+
+
+
+def _fade(coordinates: torch.Tensor, centre: float, half: float) -> torch.Tensor:
+    """Weight rising linearly from 0 to 1 across ``[centre - half, centre + half)`` (pixel centres)."""
+    if half <= 0:
+        return (coordinates + 0.5 >= centre).to(torch.float32)
+    return ((coordinates + 0.5 - (centre - half)) / (2 * half)).clamp(0, 1)
+
+
+def _axis_tiles(length: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
+    """Tiles along one axis as (core_start, core_end, read_start, read_end) in input pixels."""
+    starts = list(range(0, length, tile))
+    return [(s, min(s + tile, length), max(0, s - overlap), min(length, s + tile + overlap)) for s in starts]
+
+
+def _axis_weights(tiles, index: int, scale: int, overlap: int) -> torch.Tensor:
+    """Blending weights along one axis for tile ``index`` over its read range, in output pixels.
+
+    The cross-fades are ``min(overlap, tile)`` wide: two fades of one tile must not overlap, or the
+    weights would stop summing to 1.
+    """
+    core_start, core_end, read_start, read_end = tiles[index]
+    coordinates = torch.arange(read_start * scale, read_end * scale, dtype=torch.float32)
+    tile = tiles[0][1] - tiles[0][0]
+    half = min(overlap, tile) * scale / 2
+    weight = torch.ones_like(coordinates)
+    if index > 0:
+        weight = weight * _fade(coordinates, core_start * scale, half)
+    if index < len(tiles) - 1:
+        weight = weight * (1 - _fade(coordinates, core_end * scale, half))
+    return weight
+
+
+def tiled_forward(
+    image: torch.Tensor,
+    function: TileFunction,
+    *,
+    scale: int = 1,
+    tile: int,
+    overlap: int = DEFAULT_TILE_OVERLAP,
+    on_tile: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """Apply ``function`` (``(B, C, h, w) -> (B, C, scale h, scale w)``) tile by tile and blend the results.
+
+    Each tile of ``tile`` x ``tile`` input pixels is read with ``overlap`` pixels of context on every side
+    (less at the image border); neighbouring results are cross-faded linearly over ``overlap`` input pixels
+    centred on their shared edge (``min(overlap, tile)`` wide), so every output pixel comes from tiles in
+    which it lies at least ``overlap / 2`` pixels from the tile's edge. With ``overlap / 2`` at least the network's receptive
+    radius the result equals the untiled one up to float rounding. The output is assembled on the CPU; only
+    tiles go through ``function``. If a tile fails for lack of memory it is split in four and retried.
+
+    Parameters
+    ----------
+    image : (B, C, H, W) float32.
+    tile : tile side in input pixels (>= 1).
+    overlap : context per side in input pixels (>= 0).
+    on_tile : called with (tiles done, tiles total) after each tile.
+
+    Returns
+    -------
+    (B, C_out, scale H, scale W) float32 on the CPU.
+    """
+    if tile < 1 or overlap < 0:
+        raise ValueError(f"tile must be >= 1 and overlap >= 0, got tile={tile}, overlap={overlap}")
+    height, width = image.shape[-2:]
+    rows, columns = _axis_tiles(height, tile, overlap), _axis_tiles(width, tile, overlap)
+    output: torch.Tensor | None = None
+    total, done = len(rows) * len(columns), 0
+    for i, (_, _, top, bottom) in enumerate(rows):
+        weight_y = _axis_weights(rows, i, scale, overlap)
+        for j, (_, _, left, right) in enumerate(columns):
+            weight_x = _axis_weights(columns, j, scale, overlap)
+            result = _run_tile(function, image[..., top:bottom, left:right], scale, tile, overlap).cpu()
+            if output is None:
+                output = torch.zeros(*result.shape[:2], height * scale, width * scale, dtype=torch.float32)
+            region = output[..., top * scale : bottom * scale, left * scale : right * scale]
+            region.add_(result * weight_y[:, None] * weight_x[None, :])
+            done += 1
+            if on_tile:
+                on_tile(done, total)
+    assert output is not None
+    return output
+
+
+def _is_out_of_memory(error: RuntimeError) -> bool:
+    text = str(error).lower()
+    return "out of memory" in text or "can't allocate memory" in text or "not enough memory" in text
+
+
+def _run_tile(function: TileFunction, piece: torch.Tensor, scale: int, tile: int, overlap: int) -> torch.Tensor:
+    try:
+        return function(piece)
+    except RuntimeError as error:
+        smaller = max(piece.shape[-2:]) // 2
+        if not _is_out_of_memory(error) or smaller < max(16, overlap):
+            raise
+        log.warning("a %dx%d tile ran out of memory; retrying it in tiles of %d", *piece.shape[-2:], smaller)
+        return tiled_forward(piece, function, scale=scale, tile=smaller, overlap=overlap)
+
+
+def auto_tile(image: torch.Tensor, *, bytes_per_output_pixel: int, scale: int, budget: int | None = None) -> int:
+    """The largest tile side (input pixels, 0 = no tiling) whose activations fit in ``budget`` bytes
+    (default: a quarter of the available memory, at most 1 GiB)."""
+    if budget is None:
+        budget = min(1 << 30, _available_memory() // 4)
+    height, width = image.shape[-2:]
+    pixels_that_fit = budget / (bytes_per_output_pixel * scale * scale * image.shape[0])
+    if height * width <= pixels_that_fit:
+        return 0
+    return max(64, int(pixels_that_fit**0.5) // 16 * 16)
+
+
+def _available_memory() -> int:
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 << 30

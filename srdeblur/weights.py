@@ -81,13 +81,17 @@ def load_model(name: str, *, folder: Path | None = None) -> torch.nn.Module:
     if arch not in MODELS:
         raise WeightsError(f"{name}: unknown architecture {arch!r} in its manifest")
     _, network, config_class = MODELS[arch]
-    path = folder / manifest["file"]
+    try:
+        path = folder / manifest["file"]
+        config = config_class(**manifest["config"])
+    except (KeyError, TypeError) as error:
+        raise WeightsError(f"{name}: malformed manifest ({type(error).__name__}: {error})") from None
     if not path.is_file():
         raise WeightsError(f"{name}: weights file {path} is missing")
     actual = sha256_file(path)
     if actual != manifest.get("sha256"):
         raise WeightsError(f"{name}: {path.name} is corrupted (sha256 {actual[:12]}… does not match the manifest)")
-    model = network(config_class(**manifest["config"]))
+    model = network(config)
     try:
         state = load_file(str(path))
         model.load_state_dict(state)

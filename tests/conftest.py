@@ -1,0 +1,39 @@
+"""Shared fixtures: small deterministic test images and folders of PNG files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from srdeblur.io import write_image
+
+
+def textured_image(height: int, width: int, channels: int = 3, *, seed: int = 0) -> torch.Tensor:
+    """A (1, C, H, W) float32 image in [0.1, 0.9] with smooth regions and sharp edges (photo-like, not noise)."""
+    generator = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(1, channels, max(2, height // 6), max(2, width // 6), generator=generator)
+    smooth = F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=False)
+    rows = torch.arange(height, dtype=torch.float32)[:, None]
+    cols = torch.arange(width, dtype=torch.float32)[None, :]
+    edges = (((rows // 5) + (cols // 7)) % 2).expand(1, channels, height, width)
+    return (0.1 + 0.5 * smooth.clamp(0, 1) + 0.3 * edges).clamp(0.1, 0.9).contiguous()
+
+
+@pytest.fixture
+def make_image() -> Callable[..., torch.Tensor]:
+    """Factory ``make_image(height, width, channels=3, seed=0)`` -> (1, C, H, W) float32 in [0, 1]."""
+    return textured_image
+
+
+@pytest.fixture
+def png_folder(tmp_path: Path) -> Path:
+    """A folder holding two small RGB PNGs (``a.png`` 24x32, ``b.png`` 20x28) on the 8-bit grid."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    write_image(folder / "a.png", textured_image(24, 32, seed=1))
+    write_image(folder / "b.png", textured_image(20, 28, seed=2))
+    return folder

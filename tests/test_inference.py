@@ -1,0 +1,264 @@
+"""Tests for srdeblur.inference: upscale/deblur shapes, ranges, equivalences and error paths (no shipped weights
+needed: the network path uses a small untrained LapSR)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from srdeblur.classical import blur
+from srdeblur.inference import deblur, deblur_with_net, upscale, upscale_with_net
+from srdeblur.kernels import gaussian_psf
+from srdeblur.nets import DeblurConfig, LapSR, SRConfig, SRNDeblur
+from srdeblur.resize import imresize
+from srdeblur.weights import WeightsError
+
+
+@pytest.fixture(scope="module")
+def small_model() -> LapSR:
+    torch.manual_seed(0)
+    return LapSR(SRConfig(channels=8, blocks=1)).eval()
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(10 * torch.log10(1 / (a - b).square().mean()))
+
+
+# ------------------------------------------------------------------------------------------------ upscale
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4, 8])
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("method", ["bicubic", "lanczos", "net"])
+def test_upscale_shapes_and_range(make_image, small_model, scale, channels, method):
+    image = make_image(5, 6, channels)
+    out = upscale(image, scale=scale, method=method, model=small_model if method == "net" else None)
+    assert out.shape == (1, channels, 5 * scale, 6 * scale)
+    assert out.dtype == torch.float32
+    assert out.min() >= 0 and out.max() <= 1
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_bicubic_is_matlab_imresize_clamped(make_image, scale):
+    image = make_image(7, 6)
+    image[..., :, 3:] = 1.0  # a hard edge makes bicubic overshoot, so the clamp matters
+    image[..., :, :3] = 0.0
+    expected = imresize(image, scale=scale, kernel="cubic")
+    assert expected.max() > 1  # the case is meaningful
+    torch.testing.assert_close(upscale(image, scale=scale, method="bicubic"), expected.clamp(0, 1))
+
+
+def test_lanczos_is_lanczos3_imresize_clamped(make_image):
+    image = make_image(6, 8)
+    expected = imresize(image, scale=2, kernel="lanczos3").clamp(0, 1)
+    torch.testing.assert_close(upscale(image, scale=2, method="lanczos"), expected)
+    assert not torch.allclose(expected, upscale(image, scale=2, method="bicubic"))
+
+
+def test_batch_is_processed_per_image(make_image):
+    a, b = make_image(6, 6, seed=1), make_image(6, 6, seed=2)
+    out = upscale(torch.cat([a, b]), scale=2, method="bicubic")
+    torch.testing.assert_close(out[1:], upscale(b, scale=2, method="bicubic"))
+
+
+def test_net_gray_is_mean_of_rgb_output(make_image, small_model):
+    gray = make_image(6, 7, 1)
+    out_gray = upscale_with_net(gray, small_model, scale=2)
+    out_rgb = upscale_with_net(gray.expand(-1, 3, -1, -1), small_model, scale=2)
+    assert out_gray.shape == (1, 1, 12, 14)
+    torch.testing.assert_close(out_gray, out_rgb.mean(dim=1, keepdim=True))
+
+
+@pytest.mark.parametrize("size", [(1, 1), (2, 3), (1, 9)])
+def test_net_handles_tiny_images(small_model, size):
+    image = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(0))
+    out = upscale(image, scale=4, method="net", model=small_model)
+    assert out.shape == (1, 3, 4 * size[0], 4 * size[1])
+
+
+def test_net_x3_is_x4_resized(make_image, small_model):
+    image = make_image(6, 5)
+    x4 = upscale_with_net(image, small_model, scale=4)
+    x3 = upscale_with_net(image, small_model, scale=3)
+    torch.testing.assert_close(x3, imresize(x4, size=(18, 15)))
+
+
+def test_net_without_model_and_without_weights_raises(make_image, tmp_path, monkeypatch):
+    monkeypatch.setenv("SRDEBLUR_WEIGHTS", str(tmp_path))
+    with pytest.raises(WeightsError, match="lapsr"):
+        upscale(make_image(4, 4), scale=2, method="net")
+
+
+@pytest.mark.parametrize("scale", [0, 1, 5, 6, 16])
+def test_upscale_rejects_invalid_scale(make_image, scale):
+    with pytest.raises(ValueError, match="scale"):
+        upscale(make_image(4, 4), scale=scale, method="bicubic")
+
+
+def test_upscale_rejects_unknown_method(make_image):
+    with pytest.raises(ValueError, match="unknown upscale method"):
+        upscale(make_image(4, 4), scale=2, method="nearest")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("shape", [(1, 2, 4, 4), (1, 4, 4, 4), (3, 4, 4)])
+def test_upscale_rejects_bad_shapes(shape):
+    with pytest.raises(ValueError, match="expected a"):
+        upscale(torch.rand(shape), scale=2, method="bicubic")
+
+
+# ------------------------------------------------------------------------------------------------ deblur
+
+
+def _delta(size: int = 3) -> torch.Tensor:
+    psf = torch.zeros(size, size)
+    psf[size // 2, size // 2] = 1.0
+    return psf
+
+
+@pytest.mark.parametrize("method", ["wiener", "rl"])
+def test_deblur_requires_psf(make_image, method):
+    with pytest.raises(ValueError, match="needs a PSF"):
+        deblur(make_image(8, 8), method=method)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_delta_psf_is_identity(make_image, channels):
+    image = make_image(16, 20, channels)
+    rl = deblur(image, method="rl", psf=_delta(), iterations=5)
+    wiener = deblur(image, method="wiener", psf=_delta(), balance=1e-7)
+    assert rl.shape == wiener.shape == image.shape
+    torch.testing.assert_close(rl, image, rtol=0, atol=1e-4)
+    torch.testing.assert_close(wiener, image, rtol=0, atol=1e-3)
+
+
+def test_wiener_keeps_constant_image_with_default_balance():
+    image = torch.full((1, 3, 16, 16), 0.4)
+    torch.testing.assert_close(deblur(image, method="wiener", psf=gaussian_psf(1.5)), image, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["wiener", "rl"])
+def test_deblur_improves_a_blurred_image(make_image, method):
+    sharp = make_image(32, 32)
+    psf = gaussian_psf(1.5)
+    blurred = blur(sharp, psf)
+    restored = deblur(blurred, method=method, psf=psf, balance=1e-3, iterations=30)
+    assert restored.shape == sharp.shape
+    assert restored.min() >= 0 and restored.max() <= 1
+    assert _psnr(restored, sharp) > _psnr(blurred, sharp) + 1.0
+
+
+def test_deblur_net_without_model_and_without_weights_raises(make_image, tmp_path, monkeypatch):
+    monkeypatch.setenv("SRDEBLUR_WEIGHTS", str(tmp_path))
+    with pytest.raises(WeightsError, match="srndeblur"):
+        deblur(make_image(8, 8), method="net")
+
+
+@pytest.fixture(scope="module")
+def small_deblur_model() -> SRNDeblur:
+    torch.manual_seed(0)
+    return SRNDeblur(DeblurConfig(channels=4, blocks=1)).eval()
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("size", [(17, 23), (16, 16), (1, 1), (2, 5), (40, 9)])
+def test_deblur_net_shapes_and_range(small_deblur_model, channels, size):
+    image = torch.rand(1, channels, *size, generator=torch.Generator().manual_seed(0))
+    out = deblur(image, method="net", model=small_deblur_model)
+    assert out.shape == image.shape and out.dtype == torch.float32
+    assert out.min() >= 0 and out.max() <= 1
+
+
+def test_deblur_net_gray_is_mean_of_rgb_output(make_image, small_deblur_model):
+    gray = make_image(13, 11, 1)
+    out_gray = deblur_with_net(gray, small_deblur_model)
+    out_rgb = deblur_with_net(gray.expand(-1, 3, -1, -1), small_deblur_model)
+    torch.testing.assert_close(out_gray, out_rgb.mean(dim=1, keepdim=True))
+
+
+def test_deblur_rejects_unknown_method_and_bad_shape(make_image):
+    with pytest.raises(ValueError, match="unknown deblur method"):
+        deblur(make_image(8, 8), method="sharpen", psf=_delta())  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="expected a"):
+        deblur(torch.rand(1, 2, 8, 8), method="wiener", psf=_delta())
+
+
+# ----------------------------------------------------------------------------- tiling
+
+
+def _eight_bit(x: torch.Tensor) -> torch.Tensor:
+    return torch.round(x.clamp(0, 1) * 255)
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4, 8])
+def test_tiled_net_upscale_equals_untiled_within_one_level(scale):
+    from srdeblur.nets import LapSR, SRConfig
+
+    torch.manual_seed(0)
+    model = LapSR(SRConfig(channels=8, blocks=2)).eval()
+    image = torch.rand(1, 3, 37, 29)
+    whole = upscale(image, scale=scale, method="net", model=model, tile=0)
+    tiled = upscale(image, scale=scale, method="net", model=model, tile=12, tile_overlap=24)
+    assert tiled.shape == whole.shape
+    assert (_eight_bit(whole) - _eight_bit(tiled)).abs().max() <= 1
+
+
+def test_tiled_net_deblur_equals_untiled_within_one_level():
+    from srdeblur.nets import DeblurConfig, SRNDeblur
+
+    torch.manual_seed(0)
+    model = SRNDeblur(DeblurConfig(channels=4)).eval()
+    image = torch.rand(1, 1, 50, 41)
+    whole = deblur(image, method="net", model=model, tile=0)
+    tiled = deblur(image, method="net", model=model, tile=20, tile_overlap=32)
+    assert tiled.shape == whole.shape == image.shape
+    assert (_eight_bit(whole) - _eight_bit(tiled)).abs().max() <= 1
+
+
+def test_tiles_are_blended_not_pasted():
+    from srdeblur.inference import tiled_forward
+
+    # A 5x5 box filter has a receptive radius of 2: tiles with 4 px of context (fades 2 px from the edge)
+    # reproduce it exactly, while crop-and-paste without context (overlap 0) leaves seams.
+    box = torch.nn.Conv2d(1, 1, 5, padding=2, bias=False)
+    torch.nn.init.constant_(box.weight, 1 / 25)
+    image = torch.rand(1, 1, 30, 30)
+    with torch.no_grad():
+        reference = box(image)
+        assert torch.allclose(tiled_forward(image, box, tile=8, overlap=4), reference, atol=1e-6)
+        assert not torch.allclose(tiled_forward(image, box, tile=8, overlap=0), reference, atol=1e-3)
+
+
+def test_tiled_forward_weights_form_a_partition_of_unity():
+    from srdeblur.inference import tiled_forward
+
+    image = torch.rand(2, 3, 23, 41)
+    for tile, overlap in [(5, 3), (7, 20), (10, 0), (64, 8)]:
+        result = tiled_forward(image, lambda piece: piece, tile=tile, overlap=overlap)
+        assert torch.allclose(result, image, atol=1e-6), (tile, overlap)
+
+
+def test_tiled_forward_reports_progress_and_retries_out_of_memory():
+    from srdeblur.inference import tiled_forward
+
+    calls = []
+
+    def fussy(piece):
+        if max(piece.shape[-2:]) > 40:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory")
+        return piece * 2
+
+    image = torch.rand(1, 3, 64, 64)
+    result = tiled_forward(image, fussy, tile=64, overlap=8, on_tile=lambda done, total: calls.append((done, total)))
+    assert torch.allclose(result, image * 2, atol=1e-6)
+    assert calls == [(1, 1)]
+
+
+def test_auto_tile_is_zero_for_small_images_and_bounded_for_large_ones():
+    from srdeblur.inference import auto_tile
+
+    small = torch.zeros(1, 3, 100, 100)
+    assert auto_tile(small, bytes_per_output_pixel=1024, scale=4, budget=1 << 30) == 0
+    large = torch.zeros(1, 3, 3000, 4000)
+    tile = auto_tile(large, bytes_per_output_pixel=1024, scale=4, budget=1 << 30)
+    assert 64 <= tile < 3000 and tile % 16 == 0
+    assert tile * tile * 16 * 1024 <= 1 << 30
