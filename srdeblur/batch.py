@@ -2,22 +2,57 @@
 
 Rules (the CLI contract): a file input with ``output`` = a file path, or by default a sibling named
 ``<stem><suffix><ext>``; a folder input (or several inputs) with ``output`` = a folder where every result
-keeps its input's relative path and name. An input is never overwritten; an existing output is an error for
-that file unless ``overwrite`` or ``skip_existing``; one bad file never stops the batch.
+keeps its input's relative path and name (``recursive`` keeps the whole tree). ``output_suffix`` (``--format``)
+changes the extension of every output. An input is never overwritten, whatever the flags: a plan where an output
+would land on any input, or where two inputs would land on one output, is refused before anything runs. An
+existing output is an error for that file unless ``overwrite`` or ``skip_existing``; one bad file never stops
+the batch. Hidden entries, non-image files and folders that are not searched are reported as
+:class:`Ignored`, never silently dropped.
+
+Alpha: the colour under fully transparent pixels is invisible but not inert: any filter with a support wider
+than one pixel (bicubic or network upscaling, Wiener or Richardson-Lucy deconvolution) mixes it into the visible
+pixels next to it, typically as a dark or coloured fringe along the edge of the shape. :func:`process_image`
+therefore fills the colour under ``alpha == 0`` from the nearby visible pixels first (:func:`fill_transparent`),
+runs the restoration on colour only, and resizes the straight alpha separately.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+import torch
+from torch.nn import functional as F
+
 from srdeblur.io import IMAGE_SUFFIXES, Image, ImageError, list_images, read_image, write_image
+from srdeblur.resize import imresize
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Job", "JobResult", "UsageError", "plan_jobs", "run_jobs"]
+__all__ = [
+    "Ignored",
+    "Job",
+    "JobResult",
+    "UsageError",
+    "check_writable",
+    "fill_transparent",
+    "plan_jobs",
+    "process_image",
+    "run_jobs",
+]
+
+# Suffixes that name the same file format; ``--format jpg`` accepts ``-o photo.jpeg``.
+_CANONICAL_SUFFIX = {".jpeg": ".jpg", ".tiff": ".tif"}
+# What each output format cannot store (reported as notes on the job, so that a conversion never loses
+# something silently).
+_NO_ALPHA = frozenset({".jpg", ".bmp"})
+_EIGHT_BIT_ONLY = frozenset({".jpg", ".bmp", ".webp"})
+_NO_GRAY = frozenset({".webp"})
+_NO_METADATA = frozenset({".bmp"})
 
 
 class UsageError(ValueError):
@@ -32,14 +67,121 @@ class Job:
 
 @dataclass(frozen=True)
 class JobResult:
+    """The outcome of one job.
+
+    Attributes
+    ----------
+    job : Job
+    status : "done", "skipped" or "failed".
+    message : one line: why it failed or was skipped ("" when done).
+    seconds : wall time spent on the job.
+    notes : what the output format could not keep (e.g. "alpha dropped: .jpg cannot store it").
+    """
+
     job: Job
     status: str  # "done", "skipped" or "failed"
     message: str = ""
     seconds: float = 0.0
+    notes: tuple[str, ...] = ()
 
 
-def _is_image_file(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES
+@dataclass(frozen=True)
+class Ignored:
+    """An entry of an input folder that is not processed, and why (one line)."""
+
+    path: Path
+    reason: str
+
+
+# ------------------------------------------------------------------------------------------------ planning
+
+
+def _canonical(suffix: str) -> str:
+    lower = suffix.lower()
+    return _CANONICAL_SUFFIX.get(lower, lower)
+
+
+def _named_folder(path: Path) -> Path:
+    """``path`` spelled with a real last component ("." and ".." have none to derive a sibling name from)."""
+    if path.name in ("", ".", ".."):
+        path = path.resolve()
+    if not path.name:
+        raise UsageError(f"{path}: cannot name a default output folder for the file system root; use -o")
+    return path
+
+
+def _default_file_target(source: Path, suffix: str, output_suffix: str | None) -> Path:
+    """``<stem><suffix><ext>`` beside the source; a non-image extension becomes .png (it could not be written)."""
+    extension = output_suffix or (source.suffix if source.suffix.lower() in IMAGE_SUFFIXES else ".png")
+    return source.with_name(f"{source.stem}{suffix}{extension}")
+
+
+def _with_suffix(target: Path, output_suffix: str | None) -> Path:
+    return target.with_suffix(output_suffix) if output_suffix else target
+
+
+def _single_file_target(source: Path, output: Path, output_suffix: str | None) -> Path:
+    """The target of a single file input given ``-o``: a file name, or a folder that already exists."""
+    if output.is_dir():
+        return _with_suffix(output / source.name, output_suffix)
+    if output.suffix.lower() not in IMAGE_SUFFIXES:
+        supported = ", ".join(sorted(IMAGE_SUFFIXES))
+        raise UsageError(f"-o {output}: not an image file name (use one of {supported}, or an existing folder)")
+    if output_suffix and _canonical(output.suffix) != _canonical(output_suffix):
+        raise UsageError(f"-o {output} does not match --format {output_suffix.lstrip('.')}")
+    return output
+
+
+def _scan_folder(
+    folder: Path, *, recursive: bool, exclude: Path | None
+) -> tuple[list[Path], list[Ignored]]:
+    """The images :func:`~srdeblur.io.list_images` finds in ``folder``, and every other entry with a reason.
+
+    ``exclude`` (the output folder, if it lies inside ``folder``) is neither listed nor reported as an input.
+    """
+    images = [p for p in list_images(folder, recursive=recursive) if not _inside(p, exclude)]
+    listed = set(images)
+    ignored: list[Ignored] = []
+    for current, dirnames, filenames in os.walk(folder):
+        here = Path(current)
+        searched = []
+        for name in sorted(dirnames):
+            path = here / name
+            if exclude is not None and path.resolve() == exclude:
+                ignored.append(Ignored(path, "the output folder, not searched"))
+            elif name.startswith("."):
+                ignored.append(Ignored(path, "hidden folder, not searched"))
+            elif path.is_symlink():
+                ignored.append(Ignored(path, "symbolic link to a folder, not followed"))
+            elif not recursive:
+                ignored.append(Ignored(path, "a folder, not searched without --recursive"))
+            else:
+                searched.append(name)
+        dirnames[:] = searched
+        for name in sorted(filenames):
+            path = here / name
+            if path in listed or (exclude is not None and _inside(path, exclude)):
+                continue
+            ignored.append(Ignored(path, _why_not_listed(path)))
+    return images, ignored
+
+
+def _why_not_listed(path: Path) -> str:
+    if path.name.startswith("."):
+        return "hidden file"
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        detail = f"{path.suffix} is not an image extension" if path.suffix else "no extension"
+        return f"not an image file name ({detail})"
+    return "not a regular file"
+
+
+def _inside(path: Path, folder: Path | None) -> bool:
+    if folder is None:
+        return False
+    try:
+        return path.resolve().is_relative_to(folder)
+    except OSError:
+        return False
 
 
 def plan_jobs(
@@ -48,6 +190,8 @@ def plan_jobs(
     output: Path | None,
     suffix: str,
     recursive: bool = False,
+    output_suffix: str | None = None,
+    on_ignored: Callable[[Ignored], None] | None = None,
 ) -> list[Job]:
     """Pair every input image with its output path.
 
@@ -58,47 +202,289 @@ def plan_jobs(
         folder ``F``: a sibling folder ``F<suffix>``).
     suffix : added to default names, e.g. ``"_x4"`` or ``"_deblurred"``.
     recursive : descend into sub-folders (the tree is kept under the output folder).
+    output_suffix : the extension of every output, e.g. ``".jpg"`` (``--format``); default: the input's own.
+    on_ignored : called with every folder entry that is not processed (hidden, not an image file name, a
+        sub-folder not searched, a link not followed), in order.
 
     Raises
     ------
     UsageError
-        A missing input, several inputs with a file output, or two inputs that map to one output.
+        A missing input or one that is neither a regular file nor a folder, several inputs with a file output,
+        an output name that is not an image name or contradicts ``output_suffix``, two inputs that map to one
+        output, or an output that would land on any input.
     """
     inputs = [Path(p) for p in inputs]
     if not inputs:
         raise UsageError("no input given")
+    if output_suffix is not None and output_suffix.lower() not in IMAGE_SUFFIXES:
+        raise UsageError(f"cannot write {output_suffix!r} files (use one of {', '.join(sorted(IMAGE_SUFFIXES))})")
     for path in inputs:
         if not path.exists():
             raise UsageError(f"{path}: no such file or folder")
-    single_file = len(inputs) == 1 and inputs[0].is_file()
-    jobs: list[Job] = []
-    if single_file:
+        if not (path.is_file() or path.is_dir()):
+            raise UsageError(f"{path}: not a regular file or folder")
+    output = Path(output) if output is not None else None
+    if len(inputs) == 1 and inputs[0].is_file():
         source = inputs[0]
-        if output is not None and output.is_dir():
-            target = output / source.name
+        if output is None:
+            target = _default_file_target(source, suffix, output_suffix)
         else:
-            target = output or source.with_name(f"{source.stem}{suffix}{source.suffix}")
-        jobs.append(Job(source, target))
+            target = _single_file_target(source, output, output_suffix)
+        jobs = [Job(source, target)]
     else:
-        if output is not None and output.exists() and not output.is_dir():
-            raise UsageError(f"{output}: with several inputs or a folder, -o must be a folder")
-        for path in inputs:
-            if path.is_file():
-                target = output / path.name if output else path.with_name(f"{path.stem}{suffix}{path.suffix}")
-                jobs.append(Job(path, target))
-                continue
-            folder = output or path.with_name(f"{path.resolve().name}{suffix}")
-            for source in list_images(path, recursive=recursive):
-                jobs.append(Job(source, folder / source.relative_to(path)))
-    seen: dict[Path, Path] = {}
-    for job in jobs:
-        key = job.target.resolve()
-        if key in seen:
-            raise UsageError(f"{seen[key]} and {job.source} would both be written to {job.target}")
-        if key == job.source.resolve():
-            raise UsageError(f"{job.source}: the output would overwrite the input")
-        seen[key] = job.source
+        jobs = _plan_many(inputs, output, suffix, recursive, output_suffix, on_ignored)
+    _check_plan(jobs)
     return jobs
+
+
+def _plan_many(
+    inputs: list[Path],
+    output: Path | None,
+    suffix: str,
+    recursive: bool,
+    output_suffix: str | None,
+    on_ignored: Callable[[Ignored], None] | None,
+) -> list[Job]:
+    if output is not None and output.exists() and not output.is_dir():
+        raise UsageError(f"{output}: with several inputs or a folder, -o must be a folder")
+    jobs: list[Job] = []
+    for path in inputs:
+        if path.is_file():
+            if output is None:
+                target = _default_file_target(path, suffix, output_suffix)
+            else:
+                target = _with_suffix(output / path.name, output_suffix)
+            jobs.append(Job(path, target))
+            continue
+        folder = output or _named_folder(path).with_name(f"{_named_folder(path).name}{suffix}")
+        # An output folder inside the input folder is not an input (a second run must not re-process outputs).
+        inner = folder.resolve() != path.resolve() and folder.resolve().is_relative_to(path.resolve())
+        exclude = folder.resolve() if inner else None
+        images, ignored = _scan_folder(path, recursive=recursive, exclude=exclude)
+        for entry in ignored:
+            if on_ignored is not None:
+                on_ignored(entry)
+        jobs.extend(Job(source, _with_suffix(folder / source.relative_to(path), output_suffix)) for source in images)
+    return jobs
+
+
+def _check_plan(jobs: list[Job]) -> None:
+    """Refuse a plan where two jobs share a target or a target is any job's source (never write on an input)."""
+    sources = {_key(job.source): job.source for job in jobs}
+    seen: dict[str, Path] = {}
+    for job in jobs:
+        key = _key(job.target)
+        if key in seen:
+            raise UsageError(
+                f"{seen[key]} and {job.source} would both be written to {job.target} (rename one, or use -o)"
+            )
+        if key in sources:
+            if sources[key] == job.source:
+                raise UsageError(f"{job.source}: the output would overwrite the input")
+            raise UsageError(f"{job.source}: the output {job.target} would overwrite the input {sources[key]}")
+        seen[key] = job.source
+
+
+def _key(path: Path) -> str:
+    """A comparable spelling of a path (symbolic links resolved; case folded where the OS ignores case)."""
+    return os.path.normcase(str(path.resolve()))
+
+
+def check_writable(jobs: Iterable[Job]) -> None:
+    """Fail early if an output folder cannot be created or written, before any work is done.
+
+    For every target folder, its nearest existing ancestor must be a folder that the user may write to.
+
+    Raises
+    ------
+    UsageError
+        Naming the folder and what is wrong with it.
+    """
+    checked: set[Path] = set()
+    for job in jobs:
+        folder = job.target.parent
+        if folder in checked:
+            continue
+        checked.add(folder)
+        existing = folder
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise UsageError(f"{folder}: cannot create the output folder ({existing} is a file)")
+        # effective_ids: the permissions the process will actually write with (set-uid, sudo -u ...).
+        if not os.access(existing, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids):
+            raise UsageError(f"{existing}: output folder is not writable")
+
+
+# ------------------------------------------------------------------------------------------------ pixels
+
+
+def fill_transparent(pixels: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """Replace the colour under fully transparent pixels by the colour of the nearest visible pixels.
+
+    Pull-push normalised convolution: the alpha-weighted colour and the alpha are averaged over 2x2 blocks,
+    level after level, until every block holds some visible pixel; then, from the coarsest level back to the
+    finest, every pixel without visible content takes the bilinear upsampling of the level above. A hole thus
+    gets the alpha-weighted mean colour of the closest visible pixels, and the filled values are convex
+    combinations of visible colours (no new colour appears). Pixels with ``alpha > 0`` are returned unchanged.
+
+    Parameters
+    ----------
+    pixels : torch.Tensor
+        (B, C, H, W) float in [0, 1].
+    alpha : torch.Tensor
+        (B, 1, H, W) straight alpha in [0, 1].
+
+    Returns
+    -------
+    torch.Tensor
+        (B, C, H, W), same dtype; a copy of ``pixels`` where ``alpha == 0`` has been filled. An image with no
+        visible pixel (or no transparent one) is returned as is.
+
+    Raises
+    ------
+    ValueError
+        If the shapes do not match as above.
+    """
+    if pixels.ndim != 4 or alpha.ndim != 4 or alpha.shape[1] != 1:
+        raise ValueError(
+            f"expected pixels (B, C, H, W) and alpha (B, 1, H, W), got {tuple(pixels.shape)} and {tuple(alpha.shape)}"
+        )
+    if alpha.shape[0] != pixels.shape[0] or alpha.shape[-2:] != pixels.shape[-2:]:
+        raise ValueError(f"alpha {tuple(alpha.shape)} does not match pixels {tuple(pixels.shape)}")
+    weight = alpha.to(pixels.dtype).clamp(0, 1)
+    hole = weight <= 0
+    visible_per_image = (~hole).flatten(1).any(dim=1)
+    if not hole.any() or not visible_per_image.any():
+        return pixels
+    filled = _pull_push(pixels * weight, weight)
+    # An image of the batch with no visible pixel at all keeps its colour.
+    fillable = hole & visible_per_image[:, None, None, None]
+    return torch.where(fillable, filled, pixels)
+
+
+def _pull_push(weighted: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Colour ``weighted / weight`` where ``weight > 0``, holes filled from coarser levels (see above)."""
+    levels = [(weighted, weight)]
+    while (weight <= 0).any() and max(weight.shape[-2:]) > 1:
+        # Sums over 2x2 blocks (the partial blocks of odd sizes included); the ratio is what matters.
+        weighted = F.avg_pool2d(weighted, 2, ceil_mode=True)
+        weight = F.avg_pool2d(weight, 2, ceil_mode=True)
+        levels.append((weighted, weight))
+    colour = None
+    for weighted, weight in reversed(levels):
+        own = weighted / weight.clamp_min(torch.finfo(weight.dtype).tiny)
+        if colour is None:
+            colour = own
+            continue
+        coarse = F.interpolate(colour, size=own.shape[-2:], mode="bilinear", align_corners=False)
+        colour = torch.where(weight > 0, own, coarse)
+    return colour
+
+
+def process_image(image: Image, process: Callable[[torch.Tensor], torch.Tensor]) -> Image:
+    """Run a colour restoration on an image and carry its alpha and metadata.
+
+    With alpha, the colour under ``alpha == 0`` is first filled by :func:`fill_transparent` (so it cannot bleed
+    into visible edges), and the alpha is resized on its own (MATLAB bicubic, clamped to [0, 1]) to the size
+    of the restored colour.
+
+    Parameters
+    ----------
+    image : Image
+        Pixels (1, C, H, W) float32 in [0, 1], optional straight alpha (1, 1, H, W), metadata.
+    process : callable
+        (1, C, H, W) -> (1, C, H', W'), e.g. an upscaler or a deblurrer.
+
+    Returns
+    -------
+    Image
+        The restored pixels, the (resized) alpha and the same metadata.
+
+    Raises
+    ------
+    ValueError
+        If ``process`` changed the batch or channel count.
+    """
+    colour = image.pixels if image.alpha is None else fill_transparent(image.pixels, image.alpha)
+    restored = process(colour)
+    if restored.ndim != 4 or restored.shape[:2] != image.pixels.shape[:2]:
+        raise ValueError(f"the restoration returned shape {tuple(restored.shape)} for {tuple(image.pixels.shape)}")
+    alpha = image.alpha
+    if alpha is not None and alpha.shape[-2:] != restored.shape[-2:]:
+        alpha = imresize(alpha, size=tuple(restored.shape[-2:])).clamp(0, 1)
+    return Image(restored, alpha, image.meta)
+
+
+# ------------------------------------------------------------------------------------------------ running
+
+
+def _losses(image: Image, target: Path) -> tuple[str, ...]:
+    """What the target's format cannot keep of ``image`` (one short note each)."""
+    extension = _canonical(target.suffix)
+    notes = []
+    if image.alpha is not None and extension in _NO_ALPHA:
+        notes.append(f"alpha dropped: {extension} cannot store it")
+    if image.meta.bit_depth == 16 and extension in _EIGHT_BIT_ONLY:
+        notes.append(f"16-bit reduced to 8-bit: {extension} cannot store more")
+    if image.pixels.shape[1] == 1 and extension in _NO_GRAY:
+        notes.append(f"written as RGB: {extension} has no gray mode")
+    if (image.meta.icc_profile or image.meta.exif) and extension in _NO_METADATA:
+        notes.append(f"ICC profile/EXIF dropped: {extension} cannot store them")
+    return tuple(notes)
+
+
+def _make_folder(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; return the ones created, deepest first."""
+    missing = []
+    current = folder
+    while not current.exists() and current != current.parent:
+        missing.append(current)
+        current = current.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        _remove_empty(missing)
+        raise ImageError(f"cannot create the output folder {folder} ({error.strerror or error})") from error
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            break  # not empty (or gone): its parents are not empty either
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _run_one(
+    job: Job, restore: Callable[[Image], Image], *, overwrite: bool, skip_existing: bool, max_pixels: int | None,
+    quality: int,
+) -> JobResult:
+    target = job.target
+    if target.is_dir():
+        return JobResult(job, "failed", f"{target} is a folder; the output cannot replace it")
+    if os.path.lexists(target) and not overwrite:
+        if skip_existing:
+            return JobResult(job, "skipped", f"{target} exists")
+        return JobResult(job, "failed", f"{target} exists (use --overwrite or --skip-existing)")
+    created: list[Path] = []
+    try:
+        image = read_image(job.source) if max_pixels is None else read_image(job.source, max_pixels=max_pixels)
+        restored = restore(image)
+        created = _make_folder(target.parent)
+        write_image(target, restored.pixels, alpha=restored.alpha, meta=restored.meta, quality=quality)
+    except Exception as error:  # noqa: BLE001 - one bad file must never stop the batch; the reason is reported
+        _remove_empty(created)
+        if not isinstance(error, (ImageError, ValueError, OSError)):
+            log.debug("job %s failed", job.source, exc_info=True)
+        return JobResult(job, "failed", _one_line(error))
+    return JobResult(job, "done", notes=_losses(restored, target))
 
 
 def run_jobs(
@@ -108,32 +494,37 @@ def run_jobs(
     overwrite: bool = False,
     skip_existing: bool = False,
     max_pixels: int | None = None,
+    quality: int = 95,
+    on_start: Callable[[Job], None] | None = None,
     on_result: Callable[[JobResult], None] | None = None,
 ) -> list[JobResult]:
     """Read, restore and write every job; failures are recorded, never raised (except KeyboardInterrupt).
 
-    ``restore`` maps an :class:`~srdeblur.io.Image` to the restored one (pixels, alpha and metadata).
-    """
-    import time
+    Parameters
+    ----------
+    jobs : from :func:`plan_jobs`.
+    restore : maps an :class:`~srdeblur.io.Image` to the restored one (pixels, alpha and metadata), e.g.
+        ``lambda image: process_image(image, upscaler)``.
+    overwrite : replace existing outputs (atomically: the old file stays intact until the new one is complete).
+    skip_existing : leave existing outputs alone (status "skipped"): resumes an interrupted batch.
+    max_pixels : refuse inputs whose header claims more pixels (before decoding); default that of
+        :func:`~srdeblur.io.read_image`.
+    quality : JPEG / WebP quality, 1..100.
+    on_start, on_result : called before and after every job (progress display).
 
+    Returns
+    -------
+    list of JobResult
+        One per job, in order. A failed job leaves no output and no new empty folder behind.
+    """
     results = []
     for job in jobs:
+        if on_start:
+            on_start(job)
         started = time.perf_counter()
-        if job.target.exists() and not overwrite:
-            if skip_existing:
-                result = JobResult(job, "skipped", "output exists")
-            else:
-                result = JobResult(job, "failed", f"{job.target} exists (use --overwrite or --skip-existing)")
-        else:
-            try:
-                image = read_image(job.source) if max_pixels is None else read_image(job.source, max_pixels=max_pixels)
-                restored = restore(image)
-                job.target.parent.mkdir(parents=True, exist_ok=True)
-                write_image(job.target, restored.pixels, alpha=restored.alpha, meta=restored.meta)
-                result = JobResult(job, "done", seconds=time.perf_counter() - started)
-            except (ImageError, ValueError, OSError, RuntimeError) as error:
-                message = str(error).splitlines()[0] if str(error) else type(error).__name__
-                result = JobResult(job, "failed", message)
+        result = _run_one(job, restore, overwrite=overwrite, skip_existing=skip_existing, max_pixels=max_pixels,
+                          quality=quality)
+        result = JobResult(result.job, result.status, result.message, time.perf_counter() - started, result.notes)
         results.append(result)
         if on_result:
             on_result(result)

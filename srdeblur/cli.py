@@ -7,7 +7,10 @@ Exit codes: 0 all done, 1 some inputs failed, 2 usage error, 130 interrupted.
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import sys
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -40,10 +43,20 @@ class Task(str, Enum):
     deblur = "deblur"
 
 
-def _fail(message: str, code: int = 2) -> None:
-    from srdeblur.report import stderr_console
+class OutputFormat(str, Enum):
+    png = "png"
+    jpg = "jpg"
+    tif = "tif"
+    webp = "webp"
+    bmp = "bmp"
 
-    stderr_console().print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+
+# Same value as srdeblur.io.DEFAULT_MAX_PIXELS (a test checks it): importing io here would slow down --help.
+DEFAULT_MAX_PIXELS = 300_000_000
+
+
+def _fail(message: str, code: int = 2) -> None:
+    _print_error(message)
     raise typer.Exit(code)
 
 
@@ -55,42 +68,208 @@ Output = Annotated[
 Recursive = Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders; the tree is kept.")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs (never an input).")]
 SkipExisting = Annotated[bool, typer.Option("--skip-existing", help="Leave existing outputs alone (resume a batch).")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output (errors are still shown).")]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")]
+Format = Annotated[
+    Optional[OutputFormat],
+    typer.Option("--format", help="Output format (changes the extension); default: the input's own.",
+                 show_default=False),
+]
+Quality = Annotated[
+    Optional[int],
+    typer.Option("--quality", min=1, max=100, help="JPEG/WebP quality (default 95; WebP 100 is lossless).",
+                 show_default=False),
+]
+MaxPixels = Annotated[
+    int,
+    typer.Option("--max-pixels", min=1, help="Refuse larger inputs (width x height) before decoding them."),
+]
+Tile = Annotated[str, typer.Option("--tile", help="Tile side in input pixels; 0: whole image; auto: from free memory.")]
+TileOverlap = Annotated[int, typer.Option("--tile-overlap", min=0, help="Context pixels around each tile.")]
 
 
-def _run_batch(inputs, output, suffix, recursive, overwrite, skip_existing, quiet, as_json, restore) -> None:
-    from srdeblur.batch import UsageError, plan_jobs, run_jobs
+@dataclass(frozen=True)
+class BatchOptions:
+    """The file-handling options shared by ``upscale`` and ``deblur``."""
+
+    output: Optional[Path]
+    recursive: bool
+    overwrite: bool
+    skip_existing: bool
+    quiet: bool
+    as_json: bool
+    output_format: Optional[OutputFormat]
+    quality: Optional[int]
+    max_pixels: int
+
+
+def _parse_tile(text: str) -> Optional[int]:
+    """``--tile``: "auto" -> None (chosen from free memory), else an integer >= 0 (0: whole image)."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        tile = int(text)
+    except ValueError:
+        tile = -1
+    if tile < 0:
+        _fail(f"--tile must be 'auto' or an integer >= 0, got {text!r}")
+    return tile
+
+
+class _BatchView:
+    """What the user sees of a batch on stderr: a rich progress bar (overall, with ETA, and per tile for large
+    images), one line per file, notes on ignored files and a summary table. ``--quiet`` keeps only errors."""
+
+    def __init__(self, console, *, quiet: bool, total: int) -> None:
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
+
+        self.console = console
+        self.quiet = quiet
+        self.results: list = []
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=True,
+            disable=quiet or not console.is_terminal,  # a bar is only useful on a terminal; logs keep the lines
+        )
+        self.overall = self.progress.add_task("images", total=total)
+        self.tiles = None
+
+    def __enter__(self) -> "_BatchView":
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def start(self, job) -> None:
+        self.progress.update(self.overall, description=f"{job.source.name}")
+        if self.tiles is not None:
+            self.progress.remove_task(self.tiles)
+            self.tiles = None
+
+    def tile(self, done: int, total: int) -> None:
+        """Per-tile progress of the current image (the ``on_tile`` callback of the inference functions)."""
+        if total <= 1:
+            return
+        if self.tiles is None:
+            self.tiles = self.progress.add_task("  tiles", total=total)
+        self.progress.update(self.tiles, completed=done, total=total)
+
+    def finish(self, result) -> None:
+        self.results.append(result)
+        self.progress.advance(self.overall)
+        self._print(_result_line(result), error=result.status == "failed")
+
+    def _print(self, line: str, *, error: bool = False) -> None:
+        if error and self.quiet:
+            from srdeblur.report import stderr_console
+
+            stderr_console().print(line, highlight=False, soft_wrap=True)
+        elif not self.quiet:
+            self.progress.console.print(line, highlight=False, soft_wrap=True)
+
+
+def _reason(source: Path, message: str) -> str:
+    """A message without its leading ``<source>: `` (the line names the file already)."""
+    prefix = f"{source}: "
+    return message[len(prefix):] if message.startswith(prefix) else message
+
+
+def _result_line(result) -> str:
+    from rich.markup import escape
+
+    source, target = escape(str(result.job.source)), escape(str(result.job.target))
+    if result.status == "failed":
+        return f"[red]error:[/red] {source}: {escape(_reason(result.job.source, result.message))}"
+    if result.status == "skipped":
+        return f"[yellow]skipped[/yellow] {source}: {escape(result.message)}"
+    notes = "".join(f"; [yellow]note:[/yellow] {escape(n)}" for n in result.notes)
+    return f"[green]done[/green] {source} -> {target} ({result.seconds:.2f}s){notes}"
+
+
+_MAX_NOTES_SHOWN = 20
+
+
+def _show_ignored(console, ignored: list, *, quiet: bool) -> None:
+    from rich.markup import escape
+
+    if quiet:
+        return
+    for entry in ignored[:_MAX_NOTES_SHOWN]:
+        console.print(f"[yellow]note:[/yellow] skipped {escape(str(entry.path))}: {escape(entry.reason)}", highlight=False,
+                      soft_wrap=True)
+    if len(ignored) > _MAX_NOTES_SHOWN:
+        console.print(f"[yellow]note:[/yellow] … and {len(ignored) - _MAX_NOTES_SHOWN} more entries skipped "
+                      "(--json lists them all)", highlight=False, soft_wrap=True)
+
+
+def _summary(results: list, ignored: list, *, interrupted: bool, total: int) -> dict:
+    counts = {status: sum(r.status == status for r in results) for status in ("done", "skipped", "failed")}
+    counts.update(ignored=len(ignored), not_started=total - len(results))
+    return {
+        "results": [
+            {"input": str(r.job.source), "output": str(r.job.target), "status": r.status, "message": r.message,
+             "seconds": r.seconds, "notes": list(r.notes)} for r in results
+        ],
+        "ignored": [{"path": str(entry.path), "reason": entry.reason} for entry in ignored],
+        "counts": counts,
+        "interrupted": interrupted,
+    }
+
+
+def _run_batch(inputs: list[Path], options: BatchOptions, suffix: str, make_restore) -> None:
+    """Plan, check, run and report a batch. ``make_restore(on_tile)`` returns the per-image restoration."""
+    from srdeblur.batch import UsageError, check_writable, plan_jobs, run_jobs
     from srdeblur.report import batch_table, print_json, stderr_console
 
-    console = stderr_console(quiet=quiet)
+    console = stderr_console(quiet=options.quiet)
+    ignored: list = []
+    output_suffix = f".{options.output_format.value}" if options.output_format else None
     try:
-        jobs = plan_jobs(inputs, output=output, suffix=suffix, recursive=recursive)
+        jobs = plan_jobs(inputs, output=options.output, suffix=suffix, recursive=options.recursive,
+                         output_suffix=output_suffix, on_ignored=ignored.append)
+        check_writable(jobs)
     except UsageError as error:
         _fail(str(error))
+    _show_ignored(console, ignored, quiet=options.quiet)
     if not jobs:
-        _fail("no images found in the given input(s)")
+        hint = any("without --recursive" in entry.reason for entry in ignored)
+        _fail(f"no images found in {', '.join(str(p) for p in inputs)}"
+              + (" (use --recursive to search sub-folders)" if hint else ""))
 
-    def show(result) -> None:
-        colour = {"done": "green", "skipped": "yellow", "failed": "red"}[result.status]
-        detail = f" ({result.message})" if result.message else f" {result.seconds:.2f}s"
-        console.print(f"[{colour}]{result.status}[/{colour}] {result.job.source} -> {result.job.target}{detail}",
-                      highlight=False, soft_wrap=True)
-
-    try:
-        results = run_jobs(jobs, restore, overwrite=overwrite, skip_existing=skip_existing, on_result=show)
-    except KeyboardInterrupt:
-        console.print("[red]interrupted[/red]")
-        raise typer.Exit(130)
+    interrupted = False
+    with _BatchView(console, quiet=options.quiet, total=len(jobs)) as view:
+        try:
+            run_jobs(jobs, make_restore(view.tile), overwrite=options.overwrite, skip_existing=options.skip_existing,
+                     max_pixels=options.max_pixels, quality=options.quality or 95, on_start=view.start,
+                     on_result=view.finish)
+        except KeyboardInterrupt:
+            interrupted = True
+    results = view.results
     failed = sum(r.status == "failed" for r in results)
-    if len(results) > 1 or failed:
-        console.print(batch_table(results))
-    if as_json:
-        print_json({"results": [
-            {"input": str(r.job.source), "output": str(r.job.target), "status": r.status,
-             "message": r.message, "seconds": r.seconds} for r in results]})
+    if len(jobs) > 1 or interrupted:
+        table = batch_table(results)
+        extra = [f"{len(ignored)} ignored"] if ignored else []
+        if interrupted:
+            extra.append(f"{len(jobs) - len(results)} not started")
+        table.caption = ", ".join([table.caption, *extra]) if table.caption else ", ".join(extra)
+        console.print(table)
+    if options.as_json:
+        print_json(_summary(results, ignored, interrupted=interrupted, total=len(jobs)))
+    if interrupted:
+        stderr_console().print("[red]interrupted[/red]: finished outputs are complete, no partial file was left; "
+                               "run again with --skip-existing to resume", highlight=False, soft_wrap=True)
+        raise typer.Exit(130)
     if failed:
         raise typer.Exit(1)
+
+
+def _check_psf_fits(psf, pixels) -> None:
+    kh, kw = psf.shape
+    height, width = pixels.shape[-2:]
+    if kh > height or kw > width:
+        raise ValueError(f"the {kh}x{kw} PSF is larger than the {height}x{width} image")
 
 
 @app.command()
@@ -102,24 +281,36 @@ def upscale(
     recursive: Recursive = False,
     overwrite: Overwrite = False,
     skip_existing: SkipExisting = False,
+    output_format: Format = None,
+    quality: Quality = None,
+    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
+    tile: Tile = "auto",
+    tile_overlap: TileOverlap = 32,
     quiet: Quiet = False,
     as_json: JsonOut = False,
 ) -> None:
-    """Upscale images (learned super-resolution by default)."""
+    """Upscale images (learned super-resolution by default).
+
+    Alpha is resized separately; the colour under transparent pixels is filled from visible ones first (no fringes).
+    """
     if scale not in (2, 3, 4, 8):
         _fail(f"--scale must be 2, 3, 4 or 8, got {scale}")
-    from srdeblur.io import Image
+    tile_size = _parse_tile(tile)
+    options = BatchOptions(output, recursive, overwrite, skip_existing, quiet, as_json, output_format, quality,
+                           max_pixels)
+    from srdeblur.batch import process_image
     from srdeblur.inference import upscale as upscale_pixels
-    from srdeblur.resize import imresize
 
     model = _load_model("lapsr") if method == UpscaleMethod.net else None
 
-    def restore(image: Image) -> Image:
-        pixels = upscale_pixels(image.pixels, scale=scale, method=method.value, model=model)
-        alpha = None if image.alpha is None else imresize(image.alpha, scale=scale).clamp(0, 1)
-        return Image(pixels, alpha, image.meta)
+    def make_restore(on_tile):
+        def colour(pixels):
+            return upscale_pixels(pixels, scale=scale, method=method.value, model=model, tile=tile_size,
+                                  tile_overlap=tile_overlap, on_tile=on_tile)
 
-    _run_batch(inputs, output, f"_x{scale}", recursive, overwrite, skip_existing, quiet, as_json, restore)
+        return lambda image: process_image(image, colour)
+
+    _run_batch(inputs, options, f"_x{scale}", make_restore)
 
 
 @app.command()
@@ -134,11 +325,19 @@ def deblur(
     recursive: Recursive = False,
     overwrite: Overwrite = False,
     skip_existing: SkipExisting = False,
+    output_format: Format = None,
+    quality: Quality = None,
+    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
+    tile: Tile = "auto",
+    tile_overlap: TileOverlap = 32,
     quiet: Quiet = False,
     as_json: JsonOut = False,
 ) -> None:
     """Deblur images: blind with the network, or with a known PSF (Wiener, Richardson-Lucy)."""
-    from srdeblur.io import Image
+    tile_size = _parse_tile(tile)
+    options = BatchOptions(output, recursive, overwrite, skip_existing, quiet, as_json, output_format, quality,
+                           max_pixels)
+    from srdeblur.batch import process_image
     from srdeblur.inference import deblur as deblur_pixels
     from srdeblur.kernels import PSFError, parse_psf
 
@@ -152,12 +351,17 @@ def deblur(
             _fail(f"--psf: {error}")
     model = _load_model("srndeblur") if method == DeblurMethod.net else None
 
-    def restore(image: Image) -> Image:
-        pixels = deblur_pixels(image.pixels, method=method.value, psf=kernel, iterations=iterations,
-                               balance=balance, tv_weight=tv, model=model)
-        return Image(pixels, image.alpha, image.meta)
+    def make_restore(on_tile):
+        def colour(pixels):
+            if kernel is not None:
+                _check_psf_fits(kernel, pixels)
+            return deblur_pixels(pixels, method=method.value, psf=kernel, iterations=iterations, balance=balance,
+                                 tv_weight=tv, model=model, tile=tile_size, tile_overlap=tile_overlap,
+                                 on_tile=on_tile)
 
-    _run_batch(inputs, output, "_deblurred", recursive, overwrite, skip_existing, quiet, as_json, restore)
+        return lambda image: process_image(image, colour)
+
+    _run_batch(inputs, options, "_deblurred", make_restore)
 
 
 def _load_model(name: str):
@@ -259,11 +463,72 @@ def train(
     console.print(f"stopped at step {info['step']}; checkpoints in {out}")
 
 
-def main() -> None:
-    """Console-script entry point."""
+def _given_value(argv: list[str], options: list[str]) -> Optional[str]:
+    """The value given on the command line to one of ``options`` (``--scale 5`` or ``--scale=5``), if any."""
+    for index, token in enumerate(argv):
+        name, equals, value = token.partition("=")
+        if name in options:
+            if equals:
+                return value
+            if index + 1 < len(argv):
+                return argv[index + 1]
+    return None
+
+
+def _one_line_usage_error(error: typer.TyperException, argv: list[str]) -> int:
+    """Print a command-line parsing error (bad option value, unknown option...) as one ``error:`` line."""
+    message = error.format_message()
+    given = _given_value(argv, list(getattr(getattr(error, "param", None), "opts", None) or []))
+    if given is not None and repr(given) not in message:
+        message = f"{message.rstrip('.')} (got {given!r})"
+    if not message.strip():  # the help was shown already (a command given no arguments)
+        pass
+    elif "\n" in message.strip():  # e.g. the help shown for a command given no arguments
+        sys.stderr.write(message.rstrip() + "\n")
+    else:
+        command = getattr(getattr(error, "ctx", None), "command_path", "srdeblur")
+        _print_error(f"{message} (see: {command} --help)")
+    return getattr(error, "exit_code", 2)
+
+
+def _print_error(message: str) -> None:
+    from rich.markup import escape
+
+    from srdeblur.report import stderr_console
+
+    stderr_console().print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM ends a batch like Ctrl-C: the file being written is removed, exit 130
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Console-script entry point: run the command line, exit with its code (0, 1, 2 or 130).
+
+    Command-line errors are printed as one line; an unexpected exception is printed as one line too (its
+    traceback with ``SRDEBLUR_DEBUG=1``).
+    """
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    previous = signal.getsignal(signal.SIGTERM)
     try:
-        app()
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+    except ValueError:  # not the main thread: leave SIGTERM alone
+        previous = None
+    try:
+        code = app(args=argv, prog_name="srdeblur", standalone_mode=False)
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
-        sys.exit(130)
+        code = 130
+    except typer.TyperException as error:
+        code = _one_line_usage_error(error, sys.argv[1:] if argv is None else list(argv))
+    except Exception as error:  # noqa: BLE001 - a user gets one line, a developer asks for the traceback
+        if os.environ.get("SRDEBLUR_DEBUG"):
+            raise
+        _print_error(f"unexpected {type(error).__name__}: {' '.join(str(error).split())} "
+                     "(run with SRDEBLUR_DEBUG=1 for the traceback)")
+        code = 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    sys.exit(code if isinstance(code, int) else 0)

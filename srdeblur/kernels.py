@@ -78,9 +78,12 @@ def normalize_psf(psf: torch.Tensor) -> torch.Tensor:
         raise PSFError("PSF contains NaN or infinite values")
     if (kernel < 0).any():
         raise PSFError("PSF contains negative values")
-    total = kernel.sum()
-    if not total > 0:
+    # Scale by the maximum first: a kernel of huge finite values would otherwise sum to infinity.
+    peak = kernel.max()
+    if not peak > 0:
         raise PSFError("PSF sums to zero (all-zero kernel)")
+    kernel = kernel / peak
+    total = kernel.sum()
     return (kernel / total).to(torch.float32).contiguous()
 
 

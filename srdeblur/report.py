@@ -8,6 +8,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 __all__ = ["stderr_console", "print_json", "evaluation_table", "batch_table"]
 
@@ -69,7 +70,8 @@ def batch_table(results: list[Any]) -> Table:
     table.add_column("detail")
     for result in results:
         if result.status != "done":
-            table.add_row(str(result.job.source), result.status, result.message)
+            # Text, not markup: a file named "photo [final].png" must show as it is.
+            table.add_row(Text(str(result.job.source)), result.status, Text(result.message))
     counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}
     table.caption = ", ".join(f"{n} {s}" for s, n in counts.items())
     return table

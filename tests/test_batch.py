@@ -138,12 +138,6 @@ def test_usage_error_is_a_value_error():
     assert issubclass(UsageError, ValueError)
 
 
-@pytest.mark.xfail(
-    reason="BUG: plan_jobs builds the default output folder with path.with_name(...), and Path('.').with_name "
-    "raises ValueError ('has an empty name'): `srdeblur upscale .` crashes instead of writing ../<cwd>_x2/",
-    raises=ValueError,
-    strict=True,
-)
 def test_current_folder_as_input(tmp_path, monkeypatch):
     folder = tmp_path / "shots"
     _png(folder / "a.png")
@@ -152,12 +146,6 @@ def test_current_folder_as_input(tmp_path, monkeypatch):
     assert [job.target.resolve() for job in jobs] == [tmp_path / "shots_x2" / "a.png"]
 
 
-@pytest.mark.xfail(
-    reason="BUG: for input '..', Path('..').with_name('shots_x2') is 'shots_x2' relative to the working "
-    "directory, i.e. the outputs go inside the input tree instead of a sibling folder of it",
-    raises=AssertionError,
-    strict=True,
-)
 def test_parent_folder_as_input_goes_to_a_sibling(tmp_path, monkeypatch):
     folder = tmp_path / "shots"
     _png(folder / "a.png")
@@ -245,13 +233,6 @@ def test_max_pixels_limit_fails_large_images(tmp_path):
     assert [r.status for r in results] == ["done", "failed"]
 
 
-@pytest.mark.xfail(
-    reason="contract mismatch: run_jobs' docstring says failures are 'recorded, never raised (except "
-    "KeyboardInterrupt)', but only ImageError/ValueError/OSError/RuntimeError are caught; e.g. a TypeError "
-    "from restore stops the whole batch",
-    raises=TypeError,
-    strict=True,
-)
 def test_any_restore_exception_is_recorded(tmp_path):
     a, b = _png(tmp_path / "a.png"), _png(tmp_path / "b.png")
     calls = []

@@ -154,11 +154,6 @@ def test_upscale_net_without_weights_fails_cleanly(runner, tmp_path, make_image,
     assert not (tmp_path / "photo_x2.png").exists()
 
 
-@pytest.mark.xfail(
-    reason="BUG (see tests/test_batch.py::test_current_folder_as_input): `srdeblur upscale .` dies with an "
-    "uncaught ValueError from Path('.').with_name in batch.plan_jobs",
-    strict=True,
-)
 def test_upscale_current_folder(runner, png_folder, monkeypatch):
     monkeypatch.chdir(png_folder)
     result = runner.invoke(app, ["upscale", ".", "--scale", "2", "--method", "bicubic"])
