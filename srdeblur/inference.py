@@ -8,13 +8,14 @@ back as the mean of its three outputs).
 from __future__ import annotations
 
 import logging
-from typing import Callable, Literal
+from typing import Callable, Iterator, Literal
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from srdeblur import classical
+from srdeblur.io import Canvas
 from srdeblur.nets import LapSR, SRNDeblur
 from srdeblur.resize import imresize
 
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "UPSCALE_METHODS", "DEBLUR_METHODS", "SCALES", "upscale", "deblur", "upscale_with_net", "deblur_with_net",
-    "tiled_forward", "auto_tile",
+    "tiled_forward", "tiled_bands", "auto_tile",
 ]
 
 UPSCALE_METHODS = ("net", "bicubic", "lanczos")
@@ -81,6 +82,7 @@ def upscale(
     tile: int | None = None,
     tile_overlap: int = DEFAULT_TILE_OVERLAP,
     on_tile: Callable[[int, int], None] | None = None,
+    into: Canvas | None = None,
 ) -> torch.Tensor:
     """Upscale ``(B, C, H, W)`` in [0, 1] by an integer ``scale`` in {2, 3, 4, 8}.
 
@@ -92,10 +94,12 @@ def upscale(
     tile : process in tiles of this many input pixels (0: whole image; None: chosen from free memory).
     tile_overlap : context per tile side in input pixels; results are cross-faded (see :func:`tiled_forward`).
     on_tile : progress callback ``(tiles done, tiles total)``.
+    into : write the result band by band into this 8/16-bit canvas (batch 1) and return it instead of a
+        float32 tensor: the memory-bounded path for very large outputs.
 
     Returns
     -------
-    ``(B, C, scale H, scale W)`` float32 in [0, 1].
+    ``(B, C, scale H, scale W)`` float32 in [0, 1] (or ``into``).
     """
     _check_image(image)
     if scale not in SCALES:
@@ -115,11 +119,24 @@ def upscale(
     if tile is None:
         per_pixel = _NET_BYTES_PER_OUTPUT_PIXEL if method == "net" else _RESIZE_BYTES_PER_OUTPUT_PIXEL
         tile = auto_tile(image, bytes_per_output_pixel=per_pixel, scale=scale)
+    return _run(image, function, scale=scale, tile=tile, overlap=tile_overlap, on_tile=on_tile, into=into)
+
+
+def _run(image: torch.Tensor, function: TileFunction, *, scale: int, tile: int, overlap: int,
+         on_tile: Callable[[int, int], None] | None, into: Canvas | None) -> torch.Tensor:
+    """Whole or tiled, into a float32 tensor or a canvas; clamped to [0, 1]."""
+    if into is None:
+        if tile:
+            return tiled_forward(image, function, scale=scale, tile=tile, overlap=overlap, on_tile=on_tile).clamp_(0, 1)
+        return function(image).clamp(0, 1)
+    if image.shape[0] != 1:
+        raise ValueError("a canvas holds one image; got a batch of {image.shape[0]}")
     if tile:
-        output = tiled_forward(image, function, scale=scale, tile=tile, overlap=tile_overlap, on_tile=on_tile)
+        for top, band in tiled_bands(image, function, scale=scale, tile=tile, overlap=overlap, on_tile=on_tile):
+            into.paste(top, band)
     else:
-        output = function(image)
-    return output.clamp(0, 1)
+        into.paste(0, function(image))
+    return into  # type: ignore[return-value]
 
 
 @torch.inference_mode()
@@ -152,12 +169,13 @@ def deblur(
     tile: int | None = None,
     tile_overlap: int = DEFAULT_TILE_OVERLAP,
     on_tile: Callable[[int, int], None] | None = None,
+    into: Canvas | None = None,
 ) -> torch.Tensor:
     """Deblur ``(B, C, H, W)`` in [0, 1]; ``wiener`` and ``rl`` need the ``psf`` ``(kh, kw)`` (sum 1).
 
     ``iterations`` and ``tv_weight`` apply to Richardson-Lucy, ``balance`` to Wiener. ``tile``,
-    ``tile_overlap`` and ``on_tile`` apply to the network (see :func:`upscale`); the classical methods
-    work on the whole image at once (their FFTs are global).
+    ``tile_overlap``, ``on_tile`` and ``into`` apply to the network (see :func:`upscale`); the classical
+    methods work on the whole image at once (their FFTs are global).
     """
     _check_image(image)
     if method in ("wiener", "rl"):
@@ -174,9 +192,7 @@ def deblur(
         function: TileFunction = lambda piece: deblur_with_net(piece, model)  # type: ignore[arg-type]  # noqa: E731
         if tile is None:
             tile = auto_tile(image, bytes_per_output_pixel=_NET_BYTES_PER_OUTPUT_PIXEL, scale=1)
-        if tile:
-            return tiled_forward(image, function, tile=tile, overlap=tile_overlap, on_tile=on_tile).clamp(0, 1)
-        return function(image).clamp(0, 1)
+        return _run(image, function, scale=1, tile=tile, overlap=tile_overlap, on_tile=on_tile, into=into)
     raise ValueError(f"unknown deblur method {method!r}; expected one of {DEBLUR_METHODS}")
 
 
@@ -244,26 +260,61 @@ def tiled_forward(
     -------
     (B, C_out, scale H, scale W) float32 on the CPU.
     """
+    output: torch.Tensor | None = None
+    for top, band in tiled_bands(image, function, scale=scale, tile=tile, overlap=overlap, on_tile=on_tile):
+        if output is None:
+            height, width = image.shape[-2:]
+            output = torch.empty(*band.shape[:2], height * scale, width * scale, dtype=torch.float32)
+        output[..., top : top + band.shape[-2], :] = band
+    assert output is not None
+    return output
+
+
+def tiled_bands(
+    image: torch.Tensor,
+    function: TileFunction,
+    *,
+    scale: int = 1,
+    tile: int,
+    overlap: int = DEFAULT_TILE_OVERLAP,
+    on_tile: Callable[[int, int], None] | None = None,
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """:func:`tiled_forward` as a stream of finished output rows, top to bottom.
+
+    Yields ``(top, band)``: ``band`` is ``(B, C_out, rows, scale W)`` float32 and final (no later tile
+    touches it), ``top`` its first output row. Only one row of tiles (plus the rows it shares with the
+    next) is held in memory, so a caller can quantise each band into a compact canvas
+    (:class:`srdeblur.io.Canvas`) instead of holding the whole float32 output.
+    """
     if tile < 1 or overlap < 0:
         raise ValueError(f"tile must be >= 1 and overlap >= 0, got tile={tile}, overlap={overlap}")
     height, width = image.shape[-2:]
     rows, columns = _axis_tiles(height, tile, overlap), _axis_tiles(width, tile, overlap)
-    output: torch.Tensor | None = None
     total, done = len(rows) * len(columns), 0
+    carry: torch.Tensor | None = None  # weighted rows shared with the previous row of tiles
+    carry_top = 0
     for i, (_, _, top, bottom) in enumerate(rows):
         weight_y = _axis_weights(rows, i, scale, overlap)
+        strip: torch.Tensor | None = None
         for j, (_, _, left, right) in enumerate(columns):
             weight_x = _axis_weights(columns, j, scale, overlap)
             result = _run_tile(function, image[..., top:bottom, left:right], scale, tile, overlap).cpu()
-            if output is None:
-                output = torch.zeros(*result.shape[:2], height * scale, width * scale, dtype=torch.float32)
-            region = output[..., top * scale : bottom * scale, left * scale : right * scale]
-            region.add_(result * weight_y[:, None] * weight_x[None, :])
+            if strip is None:
+                strip = torch.zeros(*result.shape[:2], (bottom - top) * scale, width * scale, dtype=torch.float32)
+            strip[..., left * scale : right * scale].add_(result * weight_y[:, None] * weight_x[None, :])
             done += 1
             if on_tile:
                 on_tile(done, total)
-    assert output is not None
-    return output
+        assert strip is not None
+        if carry is not None:
+            offset = carry_top - top * scale
+            strip[..., offset : offset + carry.shape[-2], :].add_(carry)
+        # Rows above where the next row of tiles starts reading are final.
+        finished = rows[i + 1][2] * scale if i + 1 < len(rows) else bottom * scale
+        start = carry_top if carry is not None else top * scale
+        if finished > start:
+            yield start, strip[..., start - top * scale : finished - top * scale, :]
+        carry, carry_top = strip[..., finished - top * scale :, :], finished
 
 
 def _is_out_of_memory(error: RuntimeError) -> bool:

@@ -3,6 +3,7 @@ needed: the network path uses a small untrained LapSR)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -262,3 +263,35 @@ def test_auto_tile_is_zero_for_small_images_and_bounded_for_large_ones():
     tile = auto_tile(large, bytes_per_output_pixel=1024, scale=4, budget=1 << 30)
     assert 64 <= tile < 3000 and tile % 16 == 0
     assert tile * tile * 16 * 1024 <= 1 << 30
+
+
+def test_upscale_into_a_canvas_equals_the_float_result_quantised(tmp_path):
+    from srdeblur.io import Canvas, read_image, to_array, write_image
+    from srdeblur.nets import LapSR, SRConfig
+
+    torch.manual_seed(0)
+    model = LapSR(SRConfig(channels=8, blocks=1)).eval()
+    image = torch.rand(1, 3, 30, 22)
+    reference = upscale(image, scale=2, method="net", model=model, tile=0)
+    for bit_depth in (8, 16):
+        canvas = Canvas(3, 60, 44, bit_depth=bit_depth)
+        result = upscale(image, scale=2, method="net", model=model, tile=8, tile_overlap=16, into=canvas)
+        assert result is canvas
+        expected = to_array(reference, bit_depth=bit_depth)
+        assert np.abs(canvas.samples.astype(int) - expected.astype(int)).max() <= 1
+        write_image(tmp_path / f"out{bit_depth}.png", canvas)
+        written = read_image(tmp_path / f"out{bit_depth}.png")
+        assert written.meta.bit_depth == bit_depth
+        assert np.array_equal(to_array(written.pixels, bit_depth=bit_depth), canvas.samples)
+
+
+def test_tiled_bands_cover_every_row_once_in_order():
+    from srdeblur.inference import tiled_bands
+
+    image = torch.rand(1, 1, 45, 20)
+    tops, total = [], 0
+    for top, band in tiled_bands(image, lambda piece: piece, tile=10, overlap=6):
+        assert top == total
+        tops.append(top)
+        total += band.shape[-2]
+    assert total == 45 and len(tops) == 5
