@@ -152,7 +152,7 @@ def random_blur_kernel(size: int, *, generator: torch.Generator) -> torch.Tensor
         return random_motion_psf(size, generator=generator)
     if kind < 0.85:
         return disk_psf(1.0 + amount * (size // 2 - 1.5))
-    return gaussian_psf(0.5 + amount * (size / 6 - 0.5))
+    return gaussian_psf(0.5 + amount * (size / 6 - 0.5), size=size)
 
 
 def make_deblur_batch(

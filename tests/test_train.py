@@ -170,3 +170,14 @@ def test_deblur_training_runs_and_validates(image_folder, tmp_path):
     entry = info["history"][-1]
     assert info["step"] == 2 and set(entry) >= {"psnr", "input", "gain"}
     assert entry["gain"] == pytest.approx(entry["psnr"] - entry["input"])
+
+
+@pytest.mark.parametrize("size", [7, 15, 31])
+def test_random_blur_kernels_never_exceed_the_curriculum_size(size):
+    from srdeblur.train import random_blur_kernel
+
+    generator = torch.Generator().manual_seed(size)
+    for _ in range(200):
+        kernel = random_blur_kernel(size, generator=generator)
+        assert max(kernel.shape) <= size
+        assert float(kernel.sum()) == pytest.approx(1.0, abs=1e-5)
