@@ -405,28 +405,40 @@ def evaluate_command(
     data_root: Annotated[Optional[Path], typer.Option(envvar="SRDEBLUR_DATA", help="Folder holding the named datasets.")] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Only the first N images.")] = None,
     per_image: Annotated[bool, typer.Option("--per-image/--summary-only", help="One table row per image.")] = True,
+    report: Annotated[Optional[Path], typer.Option(help="Also write an HTML report to this folder: index.html (comparison strips embedded, charts), strips/ and full-size outputs in full/.")] = None,
+    crop: Annotated[Optional[str], typer.Option(help="Crop shown in the report's strips: x,y,w,h in ground-truth pixels (default: where the methods differ most).")] = None,
+    run: Annotated[Optional[Path], typer.Option(help="A training run folder (its last.json): plot its validation PSNR against CPU-hours in the report.")] = None,
     as_json: JsonOut = False,
     quiet: Quiet = False,
 ) -> None:
-    """PSNR/SSIM of methods side by side, with the SR papers' conventions."""
+    """PSNR/SSIM of methods side by side, with the SR papers' conventions; --report DIR to see them."""
     if scale not in (2, 3, 4, 8):
         _fail(f"--scale must be 2, 3, 4 or 8, got {scale}")
+    if (crop or run) and report is None:
+        _fail("--crop and --run go with --report DIR")
     from srdeblur.evaluate import evaluate
+    from srdeblur.io import ImageError
     from srdeblur.report import evaluation_table, group_table, print_json, stderr_console
     from srdeblur.weights import WeightsError
 
+    box = _parse_crop(crop)
     console = stderr_console(quiet=quiet)
     methods = tuple(m.strip() for m in method.split(",") if m.strip()) if method else None
     try:
         with console.status("evaluating…") as status:
-            evaluation = evaluate(
-                dataset, task=task.value if task else None, scale=scale, methods=methods, root=data_root,
-                limit=limit,
+            options = dict(
+                task=task.value if task else None, scale=scale, methods=methods, root=data_root, limit=limit,
                 on_row=lambda row: status.update(f"{row['image']} {row['method']}: {row['psnr']:.2f} dB"),
             )
+            if report is None:
+                evaluation = evaluate(dataset, **options)
+            else:
+                from srdeblur.visual import evaluation_report
+
+                evaluation = evaluation_report(dataset, report, run=run, box=box, **options)
     except (FileNotFoundError, ValueError) as error:
         _fail(str(error))
-    except WeightsError as error:
+    except (WeightsError, ImageError, OSError) as error:
         _fail(str(error), code=1)
     result = evaluation.to_dict()
     console.print(evaluation_table(result, per_image=per_image))
@@ -434,8 +446,88 @@ def evaluate_command(
         groups = evaluation.summary("group")
         console.print(group_table(result, groups))
         result["summary_by_group"] = groups
+    if report is not None:
+        console.print(f"report: {report / 'index.html'}", highlight=False, soft_wrap=True)
+        result["report"] = str(report / "index.html")
     if as_json:
         print_json(result)
+
+
+def _parse_crop(text: Optional[str]):
+    """``--crop x,y,w,h`` -> a box, or None."""
+    if text is None:
+        return None
+    from srdeblur.visual import parse_box
+
+    try:
+        return parse_box(text)
+    except ValueError as error:
+        _fail(f"--crop: {error}")
+
+
+@app.command()
+def compare(
+    images: Annotated[Optional[list[Path]], typer.Argument(help="Images to compare: the size of --truth, or smaller by an integer factor (shown enlarged).", show_default=False)] = None,
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="The strip to write (.png, .jpg...). Required.", show_default=False)] = None,
+    truth: Annotated[Optional[Path], typer.Option(help="Ground truth: shown last, and every image's PSNR/SSIM (Y channel) against it.")] = None,
+    method: Annotated[Optional[str], typer.Option(help="Instead of IMAGES: shrink --truth by --scale as eval does and compare these methods, e.g. bicubic,lanczos,net.")] = None,
+    scale: Annotated[int, typer.Option(help="SR factor for --method (2, 3, 4, 8).")] = 4,
+    labels: Annotated[Optional[str], typer.Option(help="Comma-separated labels for IMAGES (default: their file names).")] = None,
+    crop: Annotated[Optional[str], typer.Option(help="x,y,w,h in ground-truth pixels (default: where the images differ most).")] = None,
+    crop_size: Annotated[Optional[int], typer.Option(min=1, help="Side of the automatic crop in pixels (default: a quarter of the shorter side, 16..96).")] = None,
+    overwrite: Overwrite = False,
+    as_json: JsonOut = False,
+    quiet: Quiet = False,
+) -> None:
+    """A labelled side-by-side strip of the same zoomed crop of several images (with PSNR/SSIM vs --truth)."""
+    if output is None:
+        _fail("-o/--output is required (the strip to write, e.g. -o strip.png)")
+    if method is None and not images:
+        _fail("give IMAGES to compare, or --truth with --method")
+    if method is not None and (images or truth is None):
+        _fail("--method compares methods on --truth alone: give --truth and no IMAGES")
+    if scale not in (2, 3, 4, 8):
+        _fail(f"--scale must be 2, 3, 4 or 8, got {scale}")
+    sources = [*(images or []), *([truth] if truth else [])]
+    missing = [str(source) for source in sources if not source.is_file()]
+    if missing:
+        _fail(f"no such image file: {', '.join(missing)}")
+    if any(output.resolve() == source.resolve() for source in sources):
+        _fail(f"{output} is one of the inputs; choose another -o")
+    if output.exists() and not overwrite:
+        _fail(f"{output} exists (use --overwrite to replace it)")
+    names = [name.strip() for name in labels.split(",")] if labels else [p.stem for p in images or []]
+    if images and len(names) != len(images):
+        _fail(f"--labels gives {len(names)} labels for {len(images)} images")
+    box = _parse_crop(crop)
+    from srdeblur.io import ImageError, read_image, write_image
+    from srdeblur.report import print_json, stderr_console
+    from srdeblur.visual import compare as compare_images, method_comparison
+    from srdeblur.weights import WeightsError
+
+    console = stderr_console(quiet=quiet)
+    try:
+        if method is not None:
+            methods = tuple(m.strip() for m in method.split(",") if m.strip())
+            comparison = method_comparison(truth, scale=scale, methods=methods, box=box, crop_size=crop_size)
+        else:
+            pixels = [read_image(path).pixels for path in images]
+            reference = read_image(truth).pixels if truth else None
+            comparison = compare_images(pixels, labels=names, truth=reference, box=box, crop_size=crop_size)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        write_image(output, comparison.strip)
+    except (FileNotFoundError, ValueError) as error:
+        _fail(str(error))
+    except (ImageError, WeightsError, OSError) as error:
+        _fail(str(error), code=1)
+    for label, (psnr_db, ssim_value) in comparison.scores.items():
+        console.print(f"{label}: {psnr_db:.2f} dB / {ssim_value:.4f}", highlight=False, soft_wrap=True)
+    x, y, w, h = comparison.box
+    height, width = comparison.strip.shape[-2:]
+    console.print(f"wrote {output} ({width}x{height}), crop {x},{y},{w},{h}", highlight=False, soft_wrap=True)
+    if as_json:
+        print_json({"output": str(output), "box": list(comparison.box), "width": width, "height": height,
+                    "scores": {label: {"psnr": p, "ssim": s} for label, (p, s) in comparison.scores.items()}})
 
 
 @app.command()

@@ -1,7 +1,11 @@
 """Evaluation: datasets by name or folder -> degrade -> restore with each method -> metrics -> rows.
 
 Nothing is printed here: :func:`evaluate` returns an :class:`Evaluation` (rows, per-method summary and the
-conventions used) and reports each row through a callback, so the CLI can render progress.
+conventions used) and reports each row through a callback, so the CLI can render progress, and each restored
+image through another, so a report can keep what it needs to show (see :mod:`srdeblur.visual`).
+
+The module is callable: ``srdeblur.evaluate(...)`` is :func:`evaluate` (the package attribute names this
+module once it has been imported, because a submodule and the function share the name).
 
 Conventions (the SR papers'): HR cropped to a multiple of the scale, LR by MATLAB-style bicubic quantised
 to 8 bits, outputs quantised to 8 bits, PSNR/SSIM on the Y channel of MATLAB's ``rgb2ycbcr`` with ``scale``
@@ -13,7 +17,9 @@ quantised to 8 bits; Levin's real blurred images are aligned to the ground truth
 from __future__ import annotations
 
 import os
+import sys
 import time
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -23,7 +29,7 @@ import torch
 from srdeblur import inference
 from srdeblur.classical import blur
 from srdeblur.degrade import add_gaussian_noise, bicubic_downscale, mod_crop, quantize_8bit
-from srdeblur.io import list_images, read_image
+from srdeblur.io import IMAGE_SUFFIXES, list_images, read_image
 from srdeblur.kernels import load_psf
 from srdeblur.metrics import align_shift, psnr, ssim
 
@@ -122,7 +128,8 @@ def samples_dir() -> Path:
 
 
 def resolve_dataset(name_or_dir: str, *, root: str | os.PathLike | None = None) -> tuple[str, Path]:
-    """``(name, folder)`` for a dataset name (``set5``, ``levin``, ``samples``...) or a folder of images."""
+    """``(name, folder)`` for a dataset name (``set5``, ``levin``, ``samples``...), a folder of images, or one
+    image file (``(stem, file)``: a one-image dataset)."""
     key = name_or_dir.lower()
     if key == "samples":
         return "samples", samples_dir()
@@ -136,6 +143,8 @@ def resolve_dataset(name_or_dir: str, *, root: str | os.PathLike | None = None) 
     folder = Path(name_or_dir)
     if folder.is_dir():
         return folder.name, folder
+    if folder.is_file() and folder.suffix.lower() in IMAGE_SUFFIXES:
+        return folder.stem, folder
     known = ", ".join(["samples", *DATASETS])
     raise FileNotFoundError(f"{name_or_dir!r} is neither a folder nor a known dataset ({known})")
 
@@ -144,9 +153,15 @@ def _read_rgb_or_gray(path: Path) -> torch.Tensor:
     return read_image(path).pixels
 
 
+def _image_paths(folder_or_file: Path, limit: int | None) -> list[Path]:
+    """The images of a folder in sorted order, or the one given file."""
+    paths = [folder_or_file] if folder_or_file.is_file() else list_images(folder_or_file)
+    return paths[:limit]
+
+
 def sr_samples(folder: Path, *, scale: int, limit: int | None = None) -> Iterator[Sample]:
     """Ground-truth images of ``folder``, mod-cropped, with their MATLAB-bicubic LR (8-bit)."""
-    for path in list_images(folder)[:limit]:
+    for path in _image_paths(folder, limit):
         hr = mod_crop(_read_rgb_or_gray(path), scale)
         yield Sample(path.stem, bicubic_downscale(hr, scale), hr)
 
@@ -159,7 +174,7 @@ def synthetic_blur_samples(
     folder: Path, kernels: list[tuple[str, torch.Tensor]], *, noise_sigma: float, limit: int | None = None
 ) -> Iterator[Sample]:
     """Every image of ``folder`` blurred by every kernel, plus seeded Gaussian noise, quantised to 8 bits."""
-    for image_index, path in enumerate(list_images(folder)[:limit]):
+    for image_index, path in enumerate(_image_paths(folder, limit)):
         sharp = _read_rgb_or_gray(path)
         for kernel_index, (kernel_name, psf) in enumerate(kernels):
             blurred = blur(sharp, psf)
@@ -216,8 +231,9 @@ def evaluate(
     settings: DeblurSettings = DeblurSettings(),
     models: dict[str, torch.nn.Module] | None = None,
     on_row: Callable[[dict], None] | None = None,
+    on_output: Callable[[Sample, str, torch.Tensor], None] | None = None,
 ) -> Evaluation:
-    """Evaluate ``methods`` on ``dataset`` (a name or a folder of ground-truth images).
+    """Evaluate ``methods`` on ``dataset`` (a name, a folder of ground-truth images, or one image file).
 
     Parameters
     ----------
@@ -226,6 +242,11 @@ def evaluate(
     methods : SR: "bicubic", "lanczos", "net"; deblur: "input", "wiener", "rl", "net".
     limit : evaluate only the first ``limit`` images (in sorted order) — for quick looks.
     models : loaded networks by task (``{"sr": model}``), default: the shipped weights.
+    on_row : called with each row as soon as it is measured.
+    on_output : called as ``on_output(sample, method, output)`` with each restored image, a ``(1, C, H, W)``
+        float32 tensor in [0, 1] (not quantised and, for ``levin``, not aligned), right before its row is
+        measured; a sample's methods arrive one after another, then the next sample's. Nothing is kept for
+        it: a report keeps what it needs, so memory stays bounded.
 
     Returns
     -------
@@ -279,6 +300,8 @@ def evaluate(
             else:
                 output = _restore_deblur(sample, method, settings, model)
             seconds = time.perf_counter() - started
+            if on_output:
+                on_output(sample, method, output)
             prediction, target = output, sample.ground_truth
             if name == "levin":
                 prediction, target = align_shift(quantize_8bit(prediction), target, max_shift=settings.levin_max_shift)
@@ -294,3 +317,15 @@ def evaluate(
             if on_row:
                 on_row(row)
     return evaluation
+
+
+class _CallableModule(types.ModuleType):
+    """This module, callable as :func:`evaluate`: ``import srdeblur; srdeblur.evaluate("set5", scale=4)``."""
+
+    def __call__(self, *args, **kwargs) -> Evaluation:
+        return evaluate(*args, **kwargs)
+
+
+# Why: importing the submodule binds ``srdeblur.evaluate`` to it, shadowing any function of that name on the
+# package; a module whose class is changed (allowed by Python since 3.5) keeps working as a module everywhere.
+sys.modules[__name__].__class__ = _CallableModule
