@@ -8,14 +8,14 @@ Standalone (run by hand, not by CI)::
 Four parts, each reported as a table in ``OUT/bench_peers.md`` (also printed) and ``OUT/bench_peers.json``:
 
 1. **Super-resolution** (``sr``) on Set5 / Set14 at x2 / x4, the paper convention exactly as
-   :func:`srdeblur.evaluate.sr_samples` does it: HR mod-cropped, LR by MATLAB-style bicubic quantised to
+   :func:`srdeblur.evaluation.sr_samples` does it: HR mod-cropped, LR by MATLAB-style bicubic quantised to
    8 bits, every method upsamples that same LR, outputs quantised to 8 bits, PSNR / SSIM on Y with ``scale``
    pixels shaved. Methods: srdeblur ``net`` (shipped ``lapsr`` weights) and ``bicubic``; OpenCV
    ``dnn_superres`` FSRCNN, FSRCNN-small, ESPCN and LapSRN (``opencv-contrib-python-headless``, not a project
    dependency: skipped with an install hint when ``cv2.dnn_superres`` is missing). Grayscale images are fed
    to OpenCV as a 3-channel replicate.
 2. **Deblurring** (``deblur``) on the first ``--deblur-images`` photos of Sun et al. 2013 x the first
-   ``--deblur-kernels`` Levin kernels, noise sigma 0.01 (:func:`srdeblur.evaluate.synthetic_blur_samples`):
+   ``--deblur-kernels`` Levin kernels, noise sigma 0.01 (:func:`srdeblur.evaluation.synthetic_blur_samples`):
    srdeblur ``net`` (``srndeblur`` weights), ``wiener`` and ``rl`` with the true kernel, and scikit-image's
    ``wiener`` / ``richardson_lucy`` with the same kernel, balance and iterations, channel by channel.
    scikit-image does not pad: it gets exactly the reflect-padded, edge-tapered array srdeblur deconvolves
@@ -64,7 +64,7 @@ from torch import nn
 
 from srdeblur import inference
 from srdeblur.classical import pad_for_deconvolution
-from srdeblur.evaluate import (
+from srdeblur.evaluation import (
     DeblurSettings,
     Sample,
     data_root,

@@ -4,7 +4,7 @@
     python benchmarks/eval_weights.py srndeblur        # sun2013 (subset with --limit) and levin
 
 For each evaluation this runs exactly what ``srdeblur eval --dataset D --scale S --method ... --json`` runs
-(``srdeblur.evaluate.evaluate``), prints the summary, and stores it under ``metrics`` in
+(``srdeblur.evaluation.evaluate``), prints the summary, and stores it under ``metrics`` in
 ``weights/<name>.json`` together with the command that reproduces it. The weights file is not touched, so
 its sha256 stays valid.
 """
@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from srdeblur.evaluate import evaluate
+from srdeblur.evaluation import evaluate
 from srdeblur.weights import load_model, read_manifest, weights_dir
 
 SR_RUNS = [("set5", 2), ("set5", 3), ("set5", 4), ("set5", 8), ("set14", 2), ("set14", 4), ("bsd68", 2), ("bsd68", 4), ("bsd68", 8)]

@@ -7,7 +7,7 @@ Importing the package is cheap: torch and friends are imported by the submodules
     image = srdeblur.read_image("samples/chelsea.png").pixels       # (1, 3, H, W) float32 in [0, 1]
     big = srdeblur.upscale(image, scale=4, method="bicubic")         # srdeblur.inference.upscale
     sharp = srdeblur.deblur(image, method="net")                      # srdeblur.inference.deblur
-    result = srdeblur.evaluate("set5", scale=4, methods=("bicubic", "net"))   # srdeblur.evaluate.evaluate
+    result = srdeblur.evaluate("set5", scale=4, methods=("bicubic", "net"))   # srdeblur.evaluation.evaluate
     strip = srdeblur.compare([big, big], labels=["a", "b"]).strip     # srdeblur.visual.compare
 """
 
@@ -21,6 +21,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "upscale": ("srdeblur.inference", "upscale"),
     "deblur": ("srdeblur.inference", "deblur"),
+    "evaluate": ("srdeblur.evaluation", "evaluate"),
     "read_image": ("srdeblur.io", "read_image"),
     "write_image": ("srdeblur.io", "write_image"),
     "compare": ("srdeblur.visual", "compare"),
@@ -32,10 +33,6 @@ __all__ = ["__version__", "compare", "deblur", "evaluate", "evaluation_report", 
 
 
 def __getattr__(name: str):
-    if name == "evaluate":
-        # The submodule itself: importing it binds this name to it anyway, and it is callable as its
-        # function (see the end of srdeblur/evaluate.py), so srdeblur.evaluate(...) always works.
-        return importlib.import_module("srdeblur.evaluate")
     if name in _LAZY:
         module, attribute = _LAZY[name]
         value = getattr(importlib.import_module(module), attribute)

@@ -416,7 +416,7 @@ def evaluate_command(
         _fail(f"--scale must be 2, 3, 4 or 8, got {scale}")
     if (crop or run) and report is None:
         _fail("--crop and --run go with --report DIR")
-    from srdeblur.evaluate import evaluate
+    from srdeblur.evaluation import evaluate
     from srdeblur.io import ImageError
     from srdeblur.report import evaluation_table, group_table, print_json, stderr_console
     from srdeblur.weights import WeightsError

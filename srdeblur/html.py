@@ -250,7 +250,7 @@ def render_report(
     Parameters
     ----------
     evaluation : dict
-        :meth:`srdeblur.evaluate.Evaluation.to_dict` (dataset, task, methods, conventions, summary, rows).
+        :meth:`srdeblur.evaluation.Evaluation.to_dict` (dataset, task, methods, conventions, summary, rows).
     strips : sequence of dict
         Per image: ``name``, ``src`` (a ``data:`` URI or a path relative to the page), ``width`` and ``height``
         in pixels, ``box`` (x, y, w, h), ``zoom`` and ``links`` (``[(label, relative path), ...]`` of

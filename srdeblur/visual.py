@@ -4,7 +4,7 @@ evaluation report that shows one such strip per image.
 Pure functions first: :func:`method_spread` and :func:`pick_crop` choose the crop, :func:`crop`,
 :func:`zoom_nearest`, :func:`labelled_panel`, :func:`overview_panel` and :func:`make_strip` draw it, and
 :func:`comparison_strip` / :func:`compare` put them together. Then the report: :class:`StripCollector` receives
-the ``on_output`` / ``on_row`` callbacks of :func:`srdeblur.evaluate.evaluate` and keeps only the current
+the ``on_output`` / ``on_row`` callbacks of :func:`srdeblur.evaluation.evaluate` and keeps only the current
 image's outputs; :func:`evaluation_report` writes a report folder::
 
     DIR/index.html             the page; strips embedded as base64 PNG data: URIs, charts as inline SVG
@@ -36,7 +36,7 @@ import torch
 from torch.nn import functional as F
 
 from srdeblur import html
-from srdeblur.evaluate import Evaluation, Sample, evaluate
+from srdeblur.evaluation import Evaluation, Sample, evaluate
 from srdeblur.io import read_image, to_array, to_tensor, write_image
 from srdeblur.metrics import psnr, ssim
 
@@ -584,7 +584,7 @@ def _slug(name: str) -> str:
 
 class StripCollector:
     """The report's side of an evaluation: pass :meth:`on_output` and :meth:`on_row` to
-    :func:`srdeblur.evaluate.evaluate`, then call :meth:`finish`.
+    :func:`srdeblur.evaluation.evaluate`, then call :meth:`finish`.
 
     Only the current image's outputs are held; when the next image starts, its strip is drawn and written to
     ``folder/strips/NAME.png`` (and, with ``write_full``, every output to ``folder/full/NAME/METHOD.png`` as it
@@ -704,7 +704,7 @@ def evaluation_report(
     on_row: Callable[[dict], None] | None = None,
     **options,
 ) -> Evaluation:
-    """Evaluate ``dataset`` (see :func:`srdeblur.evaluate.evaluate`, which gets ``options``) and write a
+    """Evaluate ``dataset`` (see :func:`srdeblur.evaluation.evaluate`, which gets ``options``) and write a
     self-contained HTML report to ``folder/index.html``, with the strips, charts and full-size files beside it
     (layout in the module docstring).
 
@@ -723,7 +723,7 @@ def evaluation_report(
     Returns
     -------
     Evaluation
-        As :func:`srdeblur.evaluate.evaluate` returns it.
+        As :func:`srdeblur.evaluation.evaluate` returns it.
     """
     history = read_run_history(run) if run is not None else None  # a bad --run fails before the long part
     folder = Path(folder)

@@ -16,7 +16,7 @@ import torch
 from typer.testing import CliRunner
 
 from srdeblur.cli import app
-from srdeblur.evaluate import evaluate
+from srdeblur.evaluation import evaluate
 from srdeblur.inference import upscale
 from srdeblur.io import read_image, write_image
 from srdeblur.kernels import gaussian_psf

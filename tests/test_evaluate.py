@@ -1,4 +1,4 @@
-"""Tests for srdeblur.evaluate: dataset resolution, SR and deblurring evaluation on tiny synthetic folders, and
+"""Tests for srdeblur.evaluation: dataset resolution, SR and deblurring evaluation on tiny synthetic folders, and
 the published Set5 bicubic numbers (skipped without the shared data)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 
 from srdeblur.classical import blur
 from srdeblur.degrade import bicubic_downscale, mod_crop, quantize_8bit
-from srdeblur.evaluate import (
+from srdeblur.evaluation import (
     DATASETS,
     data_root,
     evaluate,

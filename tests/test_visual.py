@@ -1,5 +1,5 @@
 """Tests for srdeblur.visual and srdeblur.html (comparison strips, the HTML report), the lazy top-level API, the
-report hooks of srdeblur.evaluate, and the ``compare`` / ``eval --report`` commands. Small images only.
+report hooks of srdeblur.evaluation, and the ``compare`` / ``eval --report`` commands. Small images only.
 
 The browser check (does the page render?) is benchmarks/check_report_browser.py: CI may have no Chromium.
 """
@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 from srdeblur import html, visual
 from srdeblur.cli import app
 from srdeblur.degrade import bicubic_downscale, mod_crop
-from srdeblur.evaluate import evaluate
+from srdeblur.evaluation import evaluate
 from srdeblur.inference import upscale
 from srdeblur.io import read_image, write_image
 from srdeblur.kernels import motion_psf
@@ -388,14 +388,13 @@ def test_import_srdeblur_does_not_import_torch():
 
 def test_lazy_api_names_are_the_library_functions(png_folder):
     import srdeblur
-    import srdeblur.evaluate as evaluate_module
+    import srdeblur.evaluation as evaluate_module
     from srdeblur import inference, io
 
     assert srdeblur.upscale is inference.upscale and srdeblur.deblur is inference.deblur
     assert srdeblur.read_image is io.read_image and srdeblur.write_image is io.write_image
     assert srdeblur.compare is visual.compare
-    # the submodule and the function share a name: the module is callable as the function
-    assert srdeblur.evaluate is evaluate_module
+    assert srdeblur.evaluate is evaluate_module.evaluate
     result = srdeblur.evaluate(str(png_folder), scale=2, methods=("bicubic",), limit=1)
     assert [row["image"] for row in result.rows] == ["a"]
     with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):

@@ -4,8 +4,7 @@ Nothing is printed here: :func:`evaluate` returns an :class:`Evaluation` (rows, 
 conventions used) and reports each row through a callback, so the CLI can render progress, and each restored
 image through another, so a report can keep what it needs to show (see :mod:`srdeblur.visual`).
 
-The module is callable: ``srdeblur.evaluate(...)`` is :func:`evaluate` (the package attribute names this
-module once it has been imported, because a submodule and the function share the name).
+``srdeblur.evaluate(...)`` is :func:`evaluate` (a lazy attribute of the package).
 
 Conventions (the SR papers'): HR cropped to a multiple of the scale, LR by MATLAB-style bicubic quantised
 to 8 bits, outputs quantised to 8 bits, PSNR/SSIM on the Y channel of MATLAB's ``rgb2ycbcr`` with ``scale``
@@ -17,9 +16,7 @@ quantised to 8 bits; Levin's real blurred images are aligned to the ground truth
 from __future__ import annotations
 
 import os
-import sys
 import time
-import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -317,15 +314,3 @@ def evaluate(
             if on_row:
                 on_row(row)
     return evaluation
-
-
-class _CallableModule(types.ModuleType):
-    """This module, callable as :func:`evaluate`: ``import srdeblur; srdeblur.evaluate("set5", scale=4)``."""
-
-    def __call__(self, *args, **kwargs) -> Evaluation:
-        return evaluate(*args, **kwargs)
-
-
-# Why: importing the submodule binds ``srdeblur.evaluate`` to it, shadowing any function of that name on the
-# package; a module whose class is changed (allowed by Python since 3.5) keeps working as a module everywhere.
-sys.modules[__name__].__class__ = _CallableModule
