@@ -335,7 +335,7 @@ def upscale(
 @app.command()
 def deblur(
     inputs: Inputs,
-    method: Annotated[DeblurMethod, typer.Option(help="net (blind, learned), wiener or rl (need --psf).")] = DeblurMethod.wiener,
+    method: Annotated[Optional[DeblurMethod], typer.Option(help="net (blind, learned), wiener or rl (need --psf). Default: wiener with --psf, else net.", show_default=False)] = None,
     psf: Annotated[Optional[str], typer.Option(help="gaussian:SIGMA, motion:LENGTH,ANGLE, disk:RADIUS or a PNG/NPY kernel.")] = None,
     iterations: Annotated[int, typer.Option(min=1, help="Richardson-Lucy iterations.")] = 30,
     balance: Annotated[float, typer.Option(min=0.0, help="Wiener regularisation weight.")] = 0.005,
@@ -360,6 +360,8 @@ def deblur(
     from srdeblur.inference import deblur as deblur_pixels
     from srdeblur.kernels import PSFError, parse_psf
 
+    if method is None:
+        method = DeblurMethod.wiener if psf is not None else DeblurMethod.net
     kernel = None
     if method in (DeblurMethod.wiener, DeblurMethod.rl):
         if psf is None:

@@ -160,7 +160,7 @@ def deblur_with_net(image: torch.Tensor, model: SRNDeblur) -> torch.Tensor:
 def deblur(
     image: torch.Tensor,
     *,
-    method: Literal["net", "wiener", "rl"] = "wiener",
+    method: Literal["net", "wiener", "rl"] = "net",
     psf: torch.Tensor | None = None,
     iterations: int = 30,
     balance: float = 0.005,

@@ -277,3 +277,31 @@ def test_python_dash_m_help():
     for command in ("upscale", "deblur", "eval", "train"):
         assert command in completed.stdout
     assert completed.stderr == ""
+
+
+def _tiny_deblur_weights(folder: Path) -> None:
+    from srdeblur.nets import DeblurConfig, SRNDeblur
+    from srdeblur.weights import save_tensors, sha256_file
+
+    torch.manual_seed(0)
+    config = DeblurConfig(channels=4)
+    save_tensors(folder / "srndeblur.safetensors", SRNDeblur(config).state_dict())
+    manifest = {"name": "srndeblur", "architecture": "srndeblur", "file": "srndeblur.safetensors",
+                "sha256": sha256_file(folder / "srndeblur.safetensors"), "config": config.to_dict()}
+    (folder / "srndeblur.json").write_text(json.dumps(manifest))
+
+
+def test_deblur_defaults_to_the_network_without_psf_and_to_wiener_with_one(runner, tmp_path, make_image, monkeypatch):
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    _tiny_deblur_weights(weights)
+    monkeypatch.setenv("SRDEBLUR_WEIGHTS", str(weights))
+    source = _png(tmp_path / "blurred.png", make_image(20, 28))
+    result = runner.invoke(app, ["deblur", str(source), "--json", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert read_image(tmp_path / "blurred_deblurred.png").pixels.shape == (1, 3, 20, 28)
+    # With a PSF and no --method, Wiener runs: no weights needed.
+    monkeypatch.setenv("SRDEBLUR_WEIGHTS", str(tmp_path / "nowhere"))
+    result = runner.invoke(app, ["deblur", str(source), "--psf", "gaussian:1", "-o", str(tmp_path / "w.png")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "w.png").is_file()
