@@ -287,11 +287,15 @@ def deblur_methods(settings: DeblurSettings, model: nn.Module | None) -> list[Me
         skimage_deconvolve(
             "skimage wiener", lambda plane, psf: restoration.wiener(plane, psf, settings.wiener_balance, clip=False)
         ),
-        srdeblur_classical("rl", iterations=settings.rl_iterations, tv_weight=settings.rl_tv_weight),
+        # Plain RL side by side with scikit-image's (same algorithm); the TV-regularised variant srdeblur's
+        # eval uses is listed after it, with no scikit-image counterpart.
+        srdeblur_classical("rl", iterations=settings.rl_iterations, tv_weight=0.0),
         skimage_deconvolve(
             "skimage rl",
             lambda plane, psf: restoration.richardson_lucy(plane, psf, num_iter=settings.rl_iterations, clip=False),
         ),
+        Method(f"srdeblur rl + tv {settings.rl_tv_weight:g}", lambda s: inference.deblur(
+            s.degraded, method="rl", psf=s.psf, iterations=settings.rl_iterations, tv_weight=settings.rl_tv_weight)),
     ]
     if model is not None:
         methods.append(Method("srdeblur net", lambda s: inference.deblur(s.degraded, method="net", model=model)))
