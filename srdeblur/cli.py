@@ -546,6 +546,7 @@ def train(
     val_every: Annotated[int, typer.Option(help="Steps between validations on held-out images.")] = 500,
     seed: Annotated[int, typer.Option(help="Seed of the initial weights and of every batch.")] = 0,
     max_steps: Annotated[Optional[int], typer.Option(help="Stop after this many steps in this call.")] = None,
+    init: Annotated[Optional[Path], typer.Option(help="Start from these weights (e.g. weights/lapsr.safetensors): fine-tune with a new optimizer and schedule.")] = None,
     export: Annotated[Optional[str], typer.Option(help="Instead of training: write OUT's best checkpoint as shipped weights NAME (weights/NAME.safetensors + manifest).")] = None,
     threads: Annotated[int, typer.Option(help="Torch threads (0: one per core). 1 is best when sharing the CPU.")] = 0,
     quiet: Quiet = False,
@@ -569,7 +570,7 @@ def train(
                          val_crop=192 if task == Task.sr else 256)
     try:
         info = run_training(
-            config, minutes=minutes, resume=resume, max_steps=max_steps,
+            config, minutes=minutes, resume=resume, max_steps=max_steps, init=init,
             on_progress=lambda e: console.print(
                 f"step {e['step']}: loss {e['loss']:.4f}, val " + ", ".join(
                     f"{k} {v:.2f} dB" for k, v in e.items() if k.startswith("x") or k in ("psnr", "gain")) + f", {e['cpu_hours']:.2f} CPU-h",

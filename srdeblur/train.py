@@ -344,9 +344,13 @@ def train(
     minutes: float | None = None,
     resume: bool = False,
     max_steps: int | None = None,
+    init: str | os.PathLike | None = None,
     on_progress: Callable[[dict], None] | None = None,
 ) -> dict:
     """Train until ``total_steps``, ``max_steps`` (this call) or ``minutes`` of wall time, whichever first.
+
+    ``init`` starts a new run from the model tensors of a safetensors file (e.g. the shipped
+    ``weights/lapsr.safetensors``), ignored when ``resume`` finds a checkpoint.
 
     Writes ``{out}/last.safetensors`` (resumable) and ``{out}/best.safetensors`` (best validation) with
     JSON sidecars. Returns the final info dict (step, history, CPU seconds, best validation).
@@ -369,6 +373,10 @@ def train(
         if stored["config"] != json.loads(json.dumps(asdict(config))):
             log.warning("resuming with a changed config; the stored one was %s", stored["config"])
         info = {k: stored[k] for k in info if k in stored}
+    elif init is not None:
+        # Fine-tune from shipped weights (model tensors only: a new optimizer and schedule start at step 0).
+        model.load_state_dict(load_tensors(Path(init)))
+        info["init"] = str(init)
     info["config"] = asdict(config)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)

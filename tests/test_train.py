@@ -181,3 +181,24 @@ def test_random_blur_kernels_never_exceed_the_curriculum_size(size):
         kernel = random_blur_kernel(size, generator=generator)
         assert max(kernel.shape) <= size
         assert float(kernel.sum()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_init_starts_from_given_weights(image_folder, tmp_path):
+    from srdeblur.nets import LapSR
+    from srdeblur.weights import save_tensors
+
+    config = tiny_config(image_folder, tmp_path / "base", total_steps=1, val_every=1)
+    torch.manual_seed(123)
+    start = LapSR(config.sr).state_dict()
+    save_tensors(tmp_path / "start.safetensors", start)
+    info = train(replace(config, out=str(tmp_path / "fine")), max_steps=0 + 1, init=tmp_path / "start.safetensors")
+    assert info["init"].endswith("start.safetensors")
+    tuned = {k[len("model."):]: v for k, v in load_tensors(tmp_path / "fine" / "last.safetensors").items()
+             if k.startswith("model.")}
+    # One small Adam step from the given weights: close to them, far from a fresh seed-0 initialisation.
+    fresh = train(replace(config, out=str(tmp_path / "fresh")))
+    fresh_model = {k[len("model."):]: v for k, v in load_tensors(tmp_path / "fresh" / "last.safetensors").items()
+                   if k.startswith("model.")}
+    name = "embed.weight"
+    assert (tuned[name] - start[name]).abs().max() < 0.01
+    assert (fresh_model[name] - start[name]).abs().max() > 0.01
