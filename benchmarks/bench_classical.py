@@ -13,6 +13,10 @@ cropped back and clipped to [0, 1] before PSNR (data range 1, all pixels and cha
 is also given on the interior (``--margin`` pixels from each border left out): scikit-image convolves with
 zero padding inside its loop, so its borders degrade differently from srdeblur's periodic (tapered) ones.
 
+The last rows give the FFT floor: the time of the FFTs alone that any FFT deconvolution on the same padded
+grid must do (one ``rfft2``/``irfft2`` pair measured on one plane, element-wise work counted as free, threads
+as perfectly parallel), and so the largest speed-up over scikit-image that FFT deconvolution can reach here.
+
 scikit-image has no threading option (its FFTs run on one core); srdeblur runs with ``--threads`` torch threads
 (default 2) and once more with a single thread for a per-core comparison; a last row per method times
 srdeblur's deconvolution alone on scikit-image's padded input (``pad=0``: no padding or taper of its own).
@@ -73,6 +77,36 @@ def skimage_per_channel(
 ) -> np.ndarray:
     """Run a 2-D scikit-image deconvolution on each channel of a (C, M, N) array, crop, clip to [0, 1]."""
     return np.stack([np.clip(deconvolve(channel)[crop], 0, 1) for channel in padded])
+
+
+def fft_pair_seconds(shape: tuple[int, int], *, repeat: int = 5) -> float:
+    """Best single-thread time of one ``rfft2`` plus one ``irfft2`` of a float32 plane of ``shape`` (torch/MKL)."""
+    torch.set_num_threads(1)
+    plane = torch.rand(shape)
+    spectrum = torch.fft.rfft2(plane)
+    best = math.inf
+    for _ in range(repeat + 1):  # the first call plans the transform
+        started = time.perf_counter()
+        torch.fft.rfft2(plane)
+        torch.fft.irfft2(spectrum, s=shape)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def fft_floor(shape: tuple[int, int], *, planes: int, iterations: int, threads: int) -> dict[str, float]:
+    """Lower bound on the time of any FFT deconvolution of ``planes`` planes padded to ``shape``.
+
+    Richardson-Lucy needs, per plane, a forward and an inverse FFT for the re-blur and again for the
+    correlation of the ratio: 2 pairs per iteration (srdeblur saves one pair on the first iteration);
+    Wiener needs one pair per plane. Element-wise work and the padding are counted as free, and the threads
+    as perfectly parallel, so no implementation on this grid can beat these times.
+    """
+    pair = fft_pair_seconds(shape)
+    return {
+        "fft_pair_seconds": pair,
+        "Richardson-Lucy": pair * planes * (2 * iterations - 1) / threads,
+        "Wiener": pair * planes / threads,
+    }
 
 
 def main() -> None:
@@ -168,6 +202,16 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     height, width = padded.shape[-2:]
+    floor = fft_floor((height, width), planes=padded.shape[0], iterations=args.iterations, threads=args.threads)
+    torch.set_num_threads(args.threads)
+    for name in ("Richardson-Lucy", "Wiener"):
+        reference = next(r for r in rows if r["method"] == f"skimage {name}")
+        reference64 = next(r for r in rows if r["method"].startswith(f"skimage {name} (float64"))
+        rows.append(dict(method=f"FFT floor of {name} (FFTs only, {args.threads} ideal threads)",
+                         threads=args.threads, seconds=floor[name], speedup=reference["seconds"] / floor[name],
+                         speedup_vs_float64=reference64["seconds"] / floor[name], cpu_seconds=floor[name] * args.threads,
+                         cpu_speedup=reference["cpu_seconds"] / (floor[name] * args.threads), psnr=math.nan,
+                         delta_psnr=math.nan, delta_psnr_interior=math.nan, psnr_vs_skimage=math.nan))
     print(f"image {args.size}x{args.size} RGB ({args.size * args.size / 1e6:.1f} MP), PSF {args.psf} "
           f"{tuple(psf.shape)}, noise {args.noise}, padded to {height}x{width}, RL iterations {args.iterations}, "
           f"Wiener balance {args.balance}; blurred input PSNR {psnr(noisy[0].numpy(), truth):.2f} dB\n")
@@ -181,7 +225,7 @@ def main() -> None:
               f"| {row['delta_psnr_interior']:+.3f} | {row['psnr_vs_skimage']:.1f} |")
     if args.json is not None:
         config = {key: value for key, value in vars(args).items() if key != "json"}
-        config.update(padded_shape=[height, width], psf_shape=list(psf.shape),
+        config.update(padded_shape=[height, width], psf_shape=list(psf.shape), fft_pair_seconds=floor["fft_pair_seconds"],
                       blurred_psnr=psnr(noisy[0].numpy(), truth), torch_version=torch.__version__)
         finite_rows = [
             {key: (None if isinstance(value, float) and not math.isfinite(value) else value) for key, value in row.items()}

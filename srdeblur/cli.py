@@ -549,6 +549,8 @@ def train(
     init: Annotated[Optional[Path], typer.Option(help="Start from these weights (e.g. weights/lapsr.safetensors): fine-tune with a new optimizer and schedule.")] = None,
     export: Annotated[Optional[str], typer.Option(help="Instead of training: write OUT's best checkpoint as shipped weights NAME (weights/NAME.safetensors + manifest).")] = None,
     threads: Annotated[int, typer.Option(help="Torch threads (0: one per core). 1 is best when sharing the CPU.")] = 0,
+    scale_mix: Annotated[str, typer.Option(help="sr: how often x2,x4,x8 are drawn per step (e.g. 0.6,0.3,0.1).")] = "0.4,0.4,0.2",
+    warmup: Annotated[int, typer.Option(help="Steps of linear learning-rate warm-up.")] = 300,
     quiet: Quiet = False,
 ) -> None:
     """Train or fine-tune on your own images, on a CPU; time-boxed (--minutes) and resumable (--resume)."""
@@ -564,10 +566,11 @@ def train(
         return
     if not data:
         _fail("--data is required (one or more folders of training images)")
+    mix = _scale_mix(scale_mix)
     config = TrainConfig(task=task.value, data=tuple(str(d) for d in data), out=str(out), seed=seed, batch=batch,
                          patch=patch or (96 if task == Task.sr else 128), learning_rate=learning_rate,
-                         total_steps=steps, val_every=val_every, threads=threads,
-                         val_crop=192 if task == Task.sr else 256)
+                         total_steps=steps, val_every=val_every, threads=threads, scale_probabilities=mix,
+                         warmup_steps=warmup, val_crop=192 if task == Task.sr else 256)
     try:
         info = run_training(
             config, minutes=minutes, resume=resume, max_steps=max_steps, init=init,
@@ -579,6 +582,17 @@ def train(
     except (ValueError, FileNotFoundError) as error:
         _fail(str(error))
     console.print(f"stopped at step {info['step']}; checkpoints in {out}")
+
+
+def _scale_mix(text: str) -> tuple[float, float, float]:
+    """Parse ``--scale-mix`` ("0.6,0.3,0.1"): three non-negative weights for x2, x4, x8, not all zero."""
+    try:
+        weights = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        weights = ()
+    if len(weights) != 3 or min(weights) < 0 or sum(weights) <= 0:
+        _fail(f"--scale-mix must be three non-negative weights for x2,x4,x8 such as 0.4,0.4,0.2, got {text!r}")
+    return weights  # type: ignore[return-value]
 
 
 def _given_value(argv: list[str], options: list[str]) -> Optional[str]:

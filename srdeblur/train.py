@@ -338,6 +338,14 @@ def _distributed() -> tuple[int, int]:
     return rank, world
 
 
+def _init_record(path: Path) -> dict:
+    """What the starting weights of a fine-tune had cost: file, steps and CPU-hours from their manifest."""
+    manifest_path = path.with_suffix(".json")
+    training = json.loads(manifest_path.read_text()).get("training", {}) if manifest_path.is_file() else {}
+    return {"file": path.name, "steps": int(training.get("steps", 0)),
+            "cpu_hours": float(training.get("cpu_hours", 0.0))}
+
+
 def train(
     config: TrainConfig,
     *,
@@ -367,7 +375,7 @@ def train(
     model: nn.Module = LapSR(config.sr) if config.task == "sr" else SRNDeblur(config.deblur)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     info = {"step": 0, "cpu_seconds": 0.0, "wall_seconds": 0.0, "history": [], "best": None,
-            "params": count_parameters(model)}
+            "params": count_parameters(model), "init": None}
     if resume and last_path.exists():
         stored = load_checkpoint(last_path, model, optimizer)
         if stored["config"] != json.loads(json.dumps(asdict(config))):
@@ -376,7 +384,7 @@ def train(
     elif init is not None:
         # Fine-tune from shipped weights (model tensors only: a new optimizer and schedule start at step 0).
         model.load_state_dict(load_tensors(Path(init)))
-        info["init"] = str(init)
+        info["init"] = _init_record(Path(init))
     info["config"] = asdict(config)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
@@ -472,6 +480,7 @@ def export_weights(run: Path, name: str, *, folder: Path | None = None, checkpoi
     info = json.loads(source.with_suffix(".json").read_text())
     config = config_from_dict(info["config"])
     tensors = {k[len("model."):]: v for k, v in load_tensors(source).items() if k.startswith("model.")}
+    inherited = info.get("init") or {"steps": 0, "cpu_hours": 0.0}
     model = LapSR(config.sr) if config.task == "sr" else SRNDeblur(config.deblur)
     model.load_state_dict(tensors)  # proves the tensors rebuild the network before anything is written
     target = folder / f"{name}.safetensors"
@@ -492,10 +501,12 @@ def export_weights(run: Path, name: str, *, folder: Path | None = None, checkpoi
         "training": {
             "data": list(config.data),
             "held_out_for_validation": f"every {config.val_fraction}th image in sorted path order",
-            "steps": info["step"],
+            # A fine-tune's totals include what its starting weights had cost (``init``).
+            "steps": info["step"] + inherited["steps"],
             "checkpoint_step": info.get("best", {}).get("step", info["step"]) if checkpoint == "best" else info["step"],
-            "cpu_hours": round(info["cpu_seconds"] / 3600, 3),
+            "cpu_hours": round(info["cpu_seconds"] / 3600 + inherited["cpu_hours"], 3),
             "wall_hours": round(info["wall_seconds"] / 3600, 3),
+            "fine_tuned_from": info.get("init"),
             "seed": config.seed,
             "recipe": {k: v for k, v in asdict(config).items() if k not in ("data", "out", "sr", "deblur")},
             "validation_curve": info["history"],

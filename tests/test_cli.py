@@ -305,3 +305,25 @@ def test_deblur_defaults_to_the_network_without_psf_and_to_wiener_with_one(runne
     result = runner.invoke(app, ["deblur", str(source), "--psf", "gaussian:1", "-o", str(tmp_path / "w.png")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "w.png").is_file()
+
+
+@pytest.mark.parametrize("mix", ["0.5,0.5", "1,-1,1", "0,0,0", "a,b,c"])
+def test_train_rejects_a_bad_scale_mix(runner, tmp_path, mix):
+    result = runner.invoke(app, ["train", "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--scale-mix", mix])
+    assert result.exit_code == 2
+    assert "--scale-mix must be three non-negative weights" in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_scale_mix_reaches_the_run_config(runner, tmp_path, make_image):
+    data = tmp_path / "images"
+    data.mkdir()
+    for index in range(3):
+        write_image(data / f"im{index}.png", make_image(64, 64, seed=index))
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["train", "--data", str(data), "--out", str(out), "--steps", "1", "--batch", "1",
+                                 "--patch", "24", "--scale-mix", "1,0,0", "--warmup", "1", "--quiet"])
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "last.json").read_text())["config"]
+    assert config["scale_probabilities"] == [1.0, 0.0, 0.0]
+    assert config["warmup_steps"] == 1

@@ -192,7 +192,7 @@ def test_init_starts_from_given_weights(image_folder, tmp_path):
     start = LapSR(config.sr).state_dict()
     save_tensors(tmp_path / "start.safetensors", start)
     info = train(replace(config, out=str(tmp_path / "fine")), max_steps=0 + 1, init=tmp_path / "start.safetensors")
-    assert info["init"].endswith("start.safetensors")
+    assert info["init"] == {"file": "start.safetensors", "steps": 0, "cpu_hours": 0.0}  # no manifest beside it
     tuned = {k[len("model."):]: v for k, v in load_tensors(tmp_path / "fine" / "last.safetensors").items()
              if k.startswith("model.")}
     # One small Adam step from the given weights: close to them, far from a fresh seed-0 initialisation.
@@ -202,3 +202,23 @@ def test_init_starts_from_given_weights(image_folder, tmp_path):
     name = "embed.weight"
     assert (tuned[name] - start[name]).abs().max() < 0.01
     assert (fresh_model[name] - start[name]).abs().max() > 0.01
+
+
+def test_fine_tune_manifest_counts_the_starting_weights_cost(image_folder, tmp_path):
+    from srdeblur.nets import LapSR
+    from srdeblur.train import export_weights
+    from srdeblur.weights import save_tensors
+
+    config = tiny_config(image_folder, tmp_path / "fine", total_steps=4, val_every=2)
+    torch.manual_seed(7)
+    save_tensors(tmp_path / "start.safetensors", LapSR(config.sr).state_dict())
+    (tmp_path / "start.json").write_text(json.dumps({"training": {"steps": 1000, "cpu_hours": 2.5}}))
+    train(config, max_steps=2, init=tmp_path / "start.safetensors")
+    info = train(config, resume=True)  # the record of the starting weights survives a resume
+    assert info["step"] == 4
+
+    manifest = export_weights(tmp_path / "fine", "tuned", folder=tmp_path / "shipped", checkpoint="last")
+    training = manifest["training"]
+    assert training["steps"] == 1004
+    assert training["cpu_hours"] == pytest.approx(2.5 + info["cpu_seconds"] / 3600, abs=1e-3)
+    assert training["fine_tuned_from"] == {"file": "start.safetensors", "steps": 1000, "cpu_hours": 2.5}
