@@ -1,27 +1,28 @@
 """Inference backends for the shipped networks, side by side in one process: which one is worth adopting?
 
-Standalone (run by hand, not by CI; about 6-8 minutes on 2 busy cores)::
+Standalone (run by hand, not by CI; about 6-7 minutes on 2 busy cores)::
 
     python benchmarks/bench_backends.py [--threads 2] [--repeat 5] [--size 256] [--variants ...]
                                         [--out /tmp/bench_backends.json]
 
 Three network configurations: ``lapsr`` at x2 (1 pyramid level) and x4 (2 levels), and ``srndeblur``, each
-on one ``1 x 3 x SIZE x SIZE`` input (a crop of a training image: bicubic-downscaled for SR, motion-blurred
-with noise for deblurring). Variants of the same loaded module (``srdeblur.weights.load_model``):
+on one ``1 x 3 x SIZE x SIZE`` input (a crop of a BSD200 training image; for deblurring, motion-blurred
+with noise). Variants of the same loaded module (``srdeblur.weights.load_model``):
 
 * ``eager``: what ``srdeblur.inference`` does: ``torch.inference_mode``, channels_last weights and input;
 * ``compile``: ``torch.compile`` (inductor, CPU, default options);
 * ``compile-freeze``: the same with inductor's ``freezing`` (weights become constants: prepacked oneDNN
   convolutions with fused post-ops);
 * ``bf16``: ``torch.autocast("cpu", dtype=torch.bfloat16)`` around the whole forward;
-* ``bf16-mixed``: bfloat16 for the feature convolutions only; the image path (the bilinear image
-  upsampler, the residual additions, the network's output, the deblurring pyramid) stays float32;
-* ``compile-bf16-mixed``: ``bf16-mixed`` compiled with freezing;
+* ``bf16-mixed``: bfloat16 for the hidden feature convolutions only; the convolutions that read the image
+  and write the image residual, and every image-domain operation (LapSR's bilinear image upsampler and
+  residual additions, SRNDeblur's pyramid), stay float32;
+* ``compile-bf16-mixed`` (on request): ``bf16-mixed`` compiled with freezing;
 * ``int8``: FX graph-mode post-training static quantization (``torch.ao.quantization.quantize_fx``, x86
   backend, per-channel symmetric int8 weights, 8-bit activations from histogram observers), calibrated on
   ``--calibration-images`` images of ``data/train/T91`` (never on benchmark images);
-* ``jit-fused``: ``torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(...)))`` (TorchScript's
-  oneDNN fusion pass);
+* ``jit-fused`` (on request): TorchScript's oneDNN fusion pass,
+  ``torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(...)))``;
 * ``onnxruntime``: ``torch.onnx.export`` at the fixed input size, run by ONNX Runtime's CPU provider
   (``intra_op_num_threads = --threads``). onnxruntime is not a project dependency: the row is skipped with a
   note when it is not importable (install it in a separate venv, see benchmarks/README.md).
@@ -33,7 +34,9 @@ error and the script goes on.
 Timing: after each variant is built and warmed up (2 untimed calls; compile time is reported separately),
 the variants run in interleaved rounds (round r calls every variant once), ``--repeat`` rounds, and each
 variant's seconds per forward is its median. Interleaving makes the ratios to ``eager`` fair on a machine
-whose load drifts; the absolute seconds are only meaningful on an idle machine. The timed call includes the
+whose load drifts; the absolute seconds are only meaningful on an idle machine. On a machine whose cores are
+already busy, ``--threads`` above 1 can be slower than 1: OpenMP's barrier after every operator waits for a
+descheduled thread (compare with ``--threads 1``). The timed call includes the
 variant's own conversions (e.g. tensor -> NumPy for ONNX Runtime). FLOPs are counted once per configuration
 with ``torch.utils.flop_counter.FlopCounterMode`` on the eager model (convolutions and transposed
 convolutions; int8/bf16 rows are "effective" GFLOP/s for the same work). The machine's reference is a
@@ -83,7 +86,11 @@ VARIANTS = (
     "eager", "compile", "compile-freeze", "bf16", "bf16-mixed", "compile-bf16-mixed", "int8", "jit-fused",
     "onnxruntime",
 )
+# Run by default; "jit-fused" and "compile-bf16-mixed" only on request (--variants): measured slower than
+# eager and than bf16-mixed respectively, and together they double the script's run time.
+DEFAULT_VARIANTS = ("eager", "compile", "compile-freeze", "bf16", "bf16-mixed", "int8", "onnxruntime")
 CONFIGS = ("lapsr-x2", "lapsr-x4", "srndeblur")
+CALIBRATION_CROP = 256
 Runner = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -141,12 +148,12 @@ def build_configs(names: list[str], size: int) -> list[Config]:
     configs = []
     for name in names:
         if name.startswith("lapsr"):
-            levels = {"lapsr-x2": 1, "lapsr-x4": 2}[name]
+            model, levels = load_model("lapsr"), {"lapsr-x2": 1, "lapsr-x4": 2}[name]
             example = _train_crop(0, size)
-            configs.append(Config(name, load_model("lapsr"), levels, example.contiguous(memory_format=torch.channels_last)))
         else:
+            model, levels = load_model("srndeblur"), None
             example = _blurred(_train_crop(1, size), motion_psf(15, 30), seed=0)
-            configs.append(Config(name, load_model("srndeblur"), None, example.contiguous(memory_format=torch.channels_last)))
+        configs.append(Config(name, model, levels, example.contiguous(memory_format=torch.channels_last)))
     return configs
 
 
@@ -167,20 +174,35 @@ class Autocast(nn.Module):
         return y.float() if self.to_float else y
 
 
-def bf16_mixed_model(model: nn.Module) -> nn.Module:
-    """A copy whose feature convolutions run in bfloat16 and whose image path stays float32.
+class Float32(nn.Module):
+    """Run ``inner`` in float32 even inside an autocast region (its input is cast to float32)."""
 
-    LapSR: features stay bfloat16 from ``embed`` to ``feature_up``; ``to_residual`` returns float32, added
-    to the float32 bilinear ``image_up``. SRNDeblur: the encoder-decoder returns its float32 residual; the
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", enabled=False):
+            return self.inner(x.float())
+
+
+def bf16_mixed_model(model: nn.Module) -> nn.Module:
+    """A copy whose hidden feature convolutions run in bfloat16 and whose image path stays float32.
+
+    The rule: the convolution that reads the image, the one that writes the image residual, and every
+    image-domain operation stay float32. LapSR: ``embed`` and ``to_residual`` float32, ``body``,
+    ``body_out`` and ``feature_up`` bfloat16 (features stay bfloat16 between them), added to the float32
+    bilinear ``image_up``. SRNDeblur: the encoder-decoder runs in bfloat16 except ``head`` and ``tail``; the
     pyramid, ``estimate_up`` and the additions stay float32.
     """
     mixed = copy.deepcopy(model)
     if hasattr(mixed, "stage"):
-        mixed.embed = Autocast(mixed.embed, to_float=False)
         for name in ("body", "body_out", "feature_up"):
             setattr(mixed.stage, name, Autocast(getattr(mixed.stage, name), to_float=False))
-        mixed.stage.to_residual = Autocast(mixed.stage.to_residual, to_float=True)
+        mixed.stage.to_residual = Float32(mixed.stage.to_residual)
     else:
+        mixed.net.head = Float32(mixed.net.head)
+        mixed.net.tail = Float32(mixed.net.tail)
         mixed.net = Autocast(mixed.net, to_float=True)
     return mixed
 
@@ -193,6 +215,7 @@ def _calibration_inputs(config: Config, count: int) -> list[tuple[torch.Tensor, 
         image = read_image(path).pixels
         if image.shape[1] == 1:
             image = image.expand(-1, 3, -1, -1)
+        image = image[..., :CALIBRATION_CROP, :CALIBRATION_CROP]  # activation ranges, not sizes, matter
         if config.levels is not None:
             # One quantized model serves x2 and x4: calibrate on both pyramid depths.
             for levels in (1, 2):
@@ -238,7 +261,8 @@ def int8_model(config: Config, calibration_count: int) -> nn.Module:
     small = torch.rand(1, 3, 32, 32)
     if config.levels is not None:
         quantized.embed = prepare_fx(quantized.embed, mapping, (small,))
-        quantized.stage = prepare_fx(quantized.stage, mapping, (torch.rand(1, quantized.config.channels, 32, 32), small))
+        features = torch.rand(1, quantized.config.channels, 32, 32)
+        quantized.stage = prepare_fx(quantized.stage, mapping, (features, small))
         parts = ("embed", "stage")
     else:
         quantized.net = prepare_fx(quantized.net, mapping, (torch.rand(1, 6, 32, 32),))
@@ -478,9 +502,11 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         f"torch {env['torch']}, onnxruntime {env['onnxruntime'] or 'not installed'}, CPU capability "
         f"{env['cpu_capability']}, load average {env['load_average_start']} -> {env['load_average_end']}.",
-        f"Reference 128->128 3x3 conv: {', '.join(f'{k} {v:.1f} GFLOP/s' for k, v in report['reference_conv'].items())}.",
+        "Reference 128->128 3x3 conv: "
+        + ", ".join(f"{dtype} {rate:.1f} GFLOP/s" for dtype, rate in report["reference_conv"].items()) + ".",
         "",
-        "| model | GFLOP | variant | s / forward | GFLOP/s | x eager | max abs diff | Y-PSNR (dB) | Δ PSNR | build s | note |",
+        "| model | GFLOP | variant | s / forward | GFLOP/s | x eager | max abs diff | Y-PSNR (dB) | Δ PSNR "
+        "| build s | note |",
         "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in report["rows"]:
@@ -526,8 +552,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=5, help="timed interleaved rounds (median; >= 5)")
     parser.add_argument("--size", type=int, default=256, help="side of the timed input")
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=CONFIGS)
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS,
-                        help="eager is always run (the baseline)")
+    parser.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), choices=VARIANTS,
+                        help="eager is always run (the baseline); default: all but jit-fused, compile-bf16-mixed")
     parser.add_argument("--calibration-images", type=int, default=4, help="T91 images for int8 calibration")
     parser.add_argument("--psnr-threshold", type=float, default=1e-4,
                         help="score variants whose max abs output difference exceeds this")

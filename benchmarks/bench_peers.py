@@ -63,6 +63,7 @@ from skimage import restoration
 from torch import nn
 
 from srdeblur import inference
+from srdeblur.inference import bfloat16_is_native
 from srdeblur.classical import pad_for_deconvolution
 from srdeblur.evaluation import (
     DeblurSettings,
@@ -403,15 +404,16 @@ def random_input(channels: int, size: int, *, seed: int = 0) -> torch.Tensor:
     return torch.rand(1, channels, size, size, generator=generator).contiguous(memory_format=torch.channels_last)
 
 
-def peak_convolution(repeat: int) -> dict:
-    """GFLOP/s of a 128 -> 128 channel 3 x 3 convolution on 256 x 256 (channels_last, inference mode)."""
+def peak_convolution(repeat: int, *, bfloat16: bool = False) -> dict:
+    """GFLOP/s of a 128 -> 128 channel 3 x 3 convolution on 256 x 256 (channels_last, inference mode), in
+    float32 or under bfloat16 autocast."""
     layer = nn.Conv2d(128, 128, 3, padding=1).to(memory_format=torch.channels_last).eval()
     x = random_input(128, 256)
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bfloat16):
         flops = count_flops(lambda: layer(x), layer)
         seconds = best_seconds(lambda: layer(x), repeat)
-    return {"layer": "Conv2d 128->128 3x3 on 256x256", "gflop": flops / 1e9, "seconds": seconds,
-            "gflop_per_second": flops / 1e9 / seconds}
+    return {"layer": f"Conv2d 128->128 3x3 on 256x256, {'bfloat16' if bfloat16 else 'float32'}",
+            "gflop": flops / 1e9, "seconds": seconds, "gflop_per_second": flops / 1e9 / seconds}
 
 
 def benchmark_throughput(args: argparse.Namespace, notes: list[str]) -> dict:
@@ -423,6 +425,16 @@ def benchmark_throughput(args: argparse.Namespace, notes: list[str]) -> dict:
         sr_flops = count_flops(lambda: sr_net(lr, levels), sr_net)
         sr_seconds = best_seconds(lambda: sr_net(lr, levels), args.repeat)
     peak = peak_convolution(args.repeat)
+    # What srdeblur.inference runs by default where the CPU has native bfloat16 (precision="auto"): the
+    # hidden layers in bfloat16, measured against a bfloat16 convolution's peak.
+    mixed = None
+    if bfloat16_is_native():
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed_seconds = best_seconds(lambda: sr_net(lr, levels), args.repeat)
+        peak_bf16 = peak_convolution(args.repeat, bfloat16=True)
+        mixed = {"seconds": mixed_seconds, "gflop_per_second": sr_flops / 1e9 / mixed_seconds,
+                 "peak": peak_bf16, "fraction_of_peak": sr_flops / 1e9 / mixed_seconds / peak_bf16["gflop_per_second"],
+                 "speedup_vs_float32": sr_seconds / mixed_seconds}
     deblur_net = network_or_default("srndeblur", SRNDeblur, DeblurConfig, notes)
     blurred = random_input(3, 256)  # a multiple of the network's size multiple; FLOPs scale with the area
     with torch.inference_mode():
@@ -435,6 +447,7 @@ def benchmark_throughput(args: argparse.Namespace, notes: list[str]) -> dict:
             "fraction_of_peak": sr_rate / peak["gflop_per_second"],
         },
         "peak": peak,
+        "sr_net_bfloat16": mixed,
         "deblur_net": {
             "parameters": count_parameters(deblur_net),
             "gflop_per_megapixel": deblur_flops / 1e9 / (blurred.shape[-2] * blurred.shape[-1] / 1e6),
@@ -579,6 +592,12 @@ def throughput_section(result: dict) -> str:
         f"- peak ({peak['layer']}, channels_last): {peak['gflop']:.2f} GFLOP in {peak['seconds'] * 1e3:.1f} ms "
         f"-> **{peak['gflop_per_second']:.1f} GFLOP/s**",
         f"- SR net / peak: **{sr['fraction_of_peak']:.0%}**",
+        *([] if result.get("sr_net_bfloat16") is None else [
+            f"- SR net as `srdeblur upscale` runs it on this CPU (bfloat16 hidden layers, precision auto): "
+            f"{result['sr_net_bfloat16']['seconds'] * 1e3:.1f} ms -> **{result['sr_net_bfloat16']['gflop_per_second']:.1f} "
+            f"GFLOP/s** ({result['sr_net_bfloat16']['speedup_vs_float32']:.2f}x float32), against a bfloat16 "
+            f"convolution's {result['sr_net_bfloat16']['peak']['gflop_per_second']:.1f} GFLOP/s: "
+            f"**{result['sr_net_bfloat16']['fraction_of_peak']:.0%}** of that peak"]),
         f"- deblur net: {deblur['parameters']:,} parameters; {deblur['gflop_per_megapixel']:.1f} GFLOP per megapixel",
         f"- best of {result['repeat']} calls after a warm-up; FLOPs = 2 x MACs of the convolutions only",
     ])

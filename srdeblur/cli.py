@@ -88,6 +88,18 @@ Tile = Annotated[str, typer.Option("--tile", help="Tile side in input pixels; 0:
 TileOverlap = Annotated[int, typer.Option("--tile-overlap", min=0, help="Context pixels around each tile.")]
 
 
+class Precision(str, Enum):
+    auto = "auto"
+    float32 = "float32"
+
+
+NetPrecision = Annotated[
+    Precision,
+    typer.Option(help="Network arithmetic: auto (bfloat16 hidden layers on CPUs with native bfloat16, same PSNR, "
+                      "~1.7x faster) or float32."),
+]
+
+
 @dataclass(frozen=True)
 class BatchOptions:
     """The file-handling options shared by ``upscale`` and ``deblur``."""
@@ -301,6 +313,7 @@ def upscale(
     max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
     tile: Tile = "auto",
     tile_overlap: TileOverlap = 32,
+    precision: NetPrecision = Precision.auto,
     quiet: Quiet = False,
     as_json: JsonOut = False,
 ) -> None:
@@ -322,7 +335,7 @@ def upscale(
         def restore(image):
             def colour(pixels):
                 return upscale_pixels(pixels, scale=scale, method=method.value, model=model, tile=tile_size,
-                                      tile_overlap=tile_overlap, on_tile=on_tile,
+                                      tile_overlap=tile_overlap, on_tile=on_tile, precision=precision.value,
                                       into=_large_output_canvas(pixels, scale, image.meta.bit_depth))
 
             return process_image(image, colour)
@@ -349,6 +362,7 @@ def deblur(
     max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
     tile: Tile = "auto",
     tile_overlap: TileOverlap = 32,
+    precision: NetPrecision = Precision.auto,
     quiet: Quiet = False,
     as_json: JsonOut = False,
 ) -> None:
@@ -380,7 +394,8 @@ def deblur(
                 canvas = _large_output_canvas(pixels, 1, image.meta.bit_depth) if model is not None else None
                 return deblur_pixels(pixels, method=method.value, psf=kernel, iterations=iterations,
                                      balance=balance, tv_weight=tv, model=model, tile=tile_size,
-                                     tile_overlap=tile_overlap, on_tile=on_tile, into=canvas)
+                                     tile_overlap=tile_overlap, on_tile=on_tile, into=canvas,
+                                     precision=precision.value)
 
             return process_image(image, colour)
 

@@ -25,7 +25,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["SRConfig", "LapSR", "DeblurConfig", "SRNDeblur", "ResidualBlock", "bilinear_upsampler_weight", "count_parameters"]
+__all__ = [
+    "SRConfig", "LapSR", "DeblurConfig", "SRNDeblur", "ResidualBlock", "bilinear_upsampler_weight", "count_parameters",
+    "float32_layer",
+]
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,17 @@ def bilinear_upsampler_weight(channels: int, factor: int = 2) -> torch.Tensor:
     taps = 1 - torch.abs(torch.arange(size, dtype=torch.float32) - centre) / factor
     kernel = taps[:, None] * taps[None, :]
     return kernel.expand(channels, 1, size, size).clone()
+
+
+def float32_layer(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``layer(x)`` computed in float32 even under a bfloat16 ``torch.autocast``.
+
+    Inference may run the hidden layers in bfloat16 (about 3 significant digits, see
+    :mod:`srdeblur.inference`); the layers that read or write the image keep float32 so the image itself is
+    never rounded coarser than its 8- or 16-bit steps. Outside autocast this is just ``layer(x)``.
+    """
+    with torch.autocast(x.device.type, enabled=False):
+        return layer(x.float())
 
 
 class ResidualBlock(nn.Module):
@@ -109,7 +123,7 @@ class SRStage(nn.Module):
         for _ in range(self.recursions):
             x = self.body(x)
         x = self.feature_up(features + self.body_out(x))
-        return x, self.image_up(image) + self.to_residual(x)
+        return x, float32_layer(self.image_up, image) + float32_layer(self.to_residual, x)
 
 
 class LapSR(nn.Module):
@@ -135,7 +149,7 @@ class LapSR(nn.Module):
             raise ValueError(f"levels must be >= 1, got {levels}")
         # Centre the data: the residual path then starts unbiased.
         image = lr - 0.5
-        features = F.leaky_relu(self.embed(image), 0.2)
+        features = F.leaky_relu(float32_layer(self.embed, image), 0.2)
         outputs = []
         for _ in range(levels):
             features, image = self.stage(features, image)
@@ -200,12 +214,12 @@ class EncoderDecoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         act = lambda t: F.leaky_relu(t, 0.2)  # noqa: E731
-        e1 = self.enc1(act(self.head(x)))
+        e1 = self.enc1(act(float32_layer(self.head, x)))
         e2 = self.enc2(act(self.down1(e1)))
         b = self.bottom(act(self.down2(e2)))
         d2 = self.dec2(act(self.up2(b)) + e2)
         d1 = self.dec1(act(self.up1(d2)) + e1)
-        return self.tail(d1)
+        return float32_layer(self.tail, d1)
 
 
 class SRNDeblur(nn.Module):
@@ -240,7 +254,7 @@ class SRNDeblur(nn.Module):
             pyramid.append(F.avg_pool2d(pyramid[-1], 2))
         estimates, estimate = [], None
         for level in reversed(pyramid):
-            estimate = level if estimate is None else self.estimate_up(estimate)
+            estimate = level if estimate is None else float32_layer(self.estimate_up, estimate)
             estimate = estimate + self.net(torch.cat([level, estimate], dim=1))
             estimates.append(estimate + 0.5)
         return estimates

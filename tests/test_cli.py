@@ -327,3 +327,26 @@ def test_train_scale_mix_reaches_the_run_config(runner, tmp_path, make_image):
     config = json.loads((out / "last.json").read_text())["config"]
     assert config["scale_probabilities"] == [1.0, 0.0, 0.0]
     assert config["warmup_steps"] == 1
+
+
+def test_deblur_precision_float32_writes_the_float32_network_result(runner, tmp_path, make_image, monkeypatch):
+    from srdeblur.inference import deblur
+    from srdeblur.weights import load_model
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    _tiny_deblur_weights(weights)
+    monkeypatch.setenv("SRDEBLUR_WEIGHTS", str(weights))
+    source = _png(tmp_path / "blurred.png", make_image(24, 20))
+    result = runner.invoke(app, ["deblur", str(source), "--precision", "float32", "-o", str(tmp_path / "out.png")])
+    assert result.exit_code == 0, result.output
+    expected = deblur(read_image(source).pixels, model=load_model("srndeblur"), precision="float32")
+    torch.testing.assert_close(read_image(tmp_path / "out.png").pixels, expected, rtol=0, atol=0.5 / 255 + 1e-6)
+
+
+def test_unknown_precision_is_a_usage_error(runner, tmp_path, make_image):
+    source = _png(tmp_path / "photo.png", make_image(6, 9))
+    result = runner.invoke(app, ["upscale", str(source), "--precision", "float16"])
+    assert result.exit_code == 2
+    assert "float16" in result.output
+    assert not (tmp_path / "photo_x4.png").exists()

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from srdeblur.classical import blur
-from srdeblur.inference import deblur, deblur_with_net, upscale, upscale_with_net
+from srdeblur.inference import bfloat16_is_native, deblur, deblur_with_net, upscale, upscale_with_net
 from srdeblur.kernels import gaussian_psf
 from srdeblur.nets import DeblurConfig, LapSR, SRConfig, SRNDeblur
 from srdeblur.resize import imresize
@@ -295,3 +295,38 @@ def test_tiled_bands_cover_every_row_once_in_order():
         tops.append(top)
         total += band.shape[-2]
     assert total == 45 and len(tops) == 5
+
+
+# ----------------------------------------------------------------------------- precision
+
+
+def test_float32_precision_is_the_plain_float32_forward(make_image, small_model):
+    from srdeblur.inference import NET_BORDER
+
+    image = make_image(20, 18)
+    with torch.no_grad():
+        padded = torch.nn.functional.pad(image, (NET_BORDER,) * 4, mode="reflect")
+        expected = small_model(padded, 2)[-1][..., 4 * NET_BORDER : 4 * NET_BORDER + 80, 4 * NET_BORDER : 4 * NET_BORDER + 72]
+    got = upscale_with_net(image, small_model, scale=4, precision="float32")
+    assert torch.allclose(got, expected, atol=1e-6)
+
+
+@pytest.mark.skipif(not bfloat16_is_native(), reason="this CPU has no native bfloat16")
+@pytest.mark.parametrize("task", ["upscale", "deblur"])
+def test_auto_precision_stays_within_a_level_of_float32(make_image, small_model, small_deblur_model, task):
+    image = make_image(40, 36)
+    if task == "upscale":
+        run = lambda precision: upscale(image, scale=2, model=small_model, tile=0, precision=precision)  # noqa: E731
+    else:
+        run = lambda precision: deblur(image, model=small_deblur_model, tile=0, precision=precision)  # noqa: E731
+    auto, exact = run("auto"), run("float32")
+    assert auto.dtype == exact.dtype == torch.float32
+    assert not torch.equal(auto, exact)  # bfloat16 was really used
+    assert (_eight_bit(auto) - _eight_bit(exact)).abs().max() <= 1
+
+
+def test_unknown_precision_is_rejected_before_any_work(make_image, small_model):
+    with pytest.raises(ValueError, match="precision must be one of"):
+        upscale(make_image(8, 8), scale=2, model=small_model, precision="float16")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        deblur(make_image(8, 8), model=small_model, precision="half")

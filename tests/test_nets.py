@@ -15,6 +15,7 @@ from srdeblur.nets import (
     SRNDeblur,
     bilinear_upsampler_weight,
     count_parameters,
+    float32_layer,
 )
 
 SMALL = SRConfig(channels=8, blocks=1)
@@ -198,3 +199,33 @@ def test_srndeblur_coarsest_estimate_only_sees_the_coarsest_level():
 def test_srndeblur_rejects_bad_shapes(shape):
     with pytest.raises(ValueError, match="SRNDeblur"):
         _deblur_model()(torch.rand(shape))
+
+
+# ------------------------------------------------------------------------------------- mixed precision
+
+
+def test_float32_layer_ignores_bfloat16_autocast():
+    layer = torch.nn.Conv2d(3, 4, 3, padding=1)
+    x = torch.rand(1, 3, 8, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert layer(x).dtype == torch.bfloat16  # what autocast does to a plain layer
+        kept = float32_layer(layer, x.bfloat16())
+    assert kept.dtype == torch.float32
+    assert torch.allclose(kept, layer(x.bfloat16().float()), atol=1e-6)
+
+
+@pytest.mark.parametrize("network", ["lapsr", "srndeblur"])
+def test_networks_under_bfloat16_autocast_return_float32_images_near_float32(network):
+    torch.manual_seed(0)
+    if network == "lapsr":
+        model, x, run = LapSR(SRConfig(channels=16, blocks=2)).eval(), torch.rand(1, 3, 16, 16), lambda m, t: m(t, 2)
+    else:
+        model, x, run = SRNDeblur(DeblurConfig(channels=8)).eval(), torch.rand(1, 3, 32, 32), lambda m, t: m(t)
+    with torch.no_grad():
+        exact = run(model, x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = run(model, x)
+    for a, b in zip(mixed, exact):
+        assert a.dtype == torch.float32
+        # bfloat16 keeps 8 significant bits in the hidden layers; the image path stays float32.
+        assert 0 < (a - b).abs().max() < 0.02
