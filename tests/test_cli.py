@@ -279,10 +279,13 @@ def test_python_dash_m_help():
     assert completed.stderr == ""
 
 
-def _tiny_deblur_weights(folder: Path) -> None:
+def _use_tiny_deblur_weights(folder: Path, monkeypatch) -> None:
+    """Ship a tiny untrained srndeblur in ``folder`` and point SRDEBLUR_WEIGHTS at it."""
     from srdeblur.nets import DeblurConfig, SRNDeblur
     from srdeblur.weights import save_tensors, sha256_file
 
+    folder.mkdir()
+    monkeypatch.setenv("SRDEBLUR_WEIGHTS", str(folder))
     torch.manual_seed(0)
     config = DeblurConfig(channels=4)
     save_tensors(folder / "srndeblur.safetensors", SRNDeblur(config).state_dict())
@@ -292,10 +295,7 @@ def _tiny_deblur_weights(folder: Path) -> None:
 
 
 def test_deblur_defaults_to_the_network_without_psf_and_to_wiener_with_one(runner, tmp_path, make_image, monkeypatch):
-    weights = tmp_path / "weights"
-    weights.mkdir()
-    _tiny_deblur_weights(weights)
-    monkeypatch.setenv("SRDEBLUR_WEIGHTS", str(weights))
+    _use_tiny_deblur_weights(tmp_path / "weights", monkeypatch)
     source = _png(tmp_path / "blurred.png", make_image(20, 28))
     result = runner.invoke(app, ["deblur", str(source), "--json", "--quiet"])
     assert result.exit_code == 0, result.output
@@ -333,10 +333,7 @@ def test_deblur_precision_float32_writes_the_float32_network_result(runner, tmp_
     from srdeblur.inference import deblur
     from srdeblur.weights import load_model
 
-    weights = tmp_path / "weights"
-    weights.mkdir()
-    _tiny_deblur_weights(weights)
-    monkeypatch.setenv("SRDEBLUR_WEIGHTS", str(weights))
+    _use_tiny_deblur_weights(tmp_path / "weights", monkeypatch)
     source = _png(tmp_path / "blurred.png", make_image(24, 20))
     result = runner.invoke(app, ["deblur", str(source), "--precision", "float32", "-o", str(tmp_path / "out.png")])
     assert result.exit_code == 0, result.output
