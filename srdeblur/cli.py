@@ -566,6 +566,7 @@ def train(
     threads: Annotated[int, typer.Option(help="Torch threads (0: one per core). 1 is best when sharing the CPU.")] = 0,
     scale_mix: Annotated[str, typer.Option(help="sr: how often x2,x4,x8 are drawn per step (e.g. 0.6,0.3,0.1).")] = "0.4,0.4,0.2",
     warmup: Annotated[int, typer.Option(help="Steps of linear learning-rate warm-up.")] = 300,
+    precision: NetPrecision = Precision.auto,
     quiet: Quiet = False,
 ) -> None:
     """Train or fine-tune on your own images, on a CPU; time-boxed (--minutes) and resumable (--resume)."""
@@ -585,7 +586,7 @@ def train(
     config = TrainConfig(task=task.value, data=tuple(str(d) for d in data), out=str(out), seed=seed, batch=batch,
                          patch=patch or (96 if task == Task.sr else 128), learning_rate=learning_rate,
                          total_steps=steps, val_every=val_every, threads=threads, scale_probabilities=mix,
-                         warmup_steps=warmup, val_crop=192 if task == Task.sr else 256)
+                         warmup_steps=warmup, precision=precision.value, val_crop=192 if task == Task.sr else 256)
     try:
         info = run_training(
             config, minutes=minutes, resume=resume, max_steps=max_steps, init=init,

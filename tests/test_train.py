@@ -222,3 +222,18 @@ def test_fine_tune_manifest_counts_the_starting_weights_cost(image_folder, tmp_p
     assert training["steps"] == 1004
     assert training["cpu_hours"] == pytest.approx(2.5 + info["cpu_seconds"] / 3600, abs=1e-3)
     assert training["fine_tuned_from"] == {"file": "start.safetensors", "steps": 1000, "cpu_hours": 2.5}
+
+
+def test_precision_is_checked_and_float32_differs_from_bfloat16(image_folder, tmp_path):
+    from srdeblur.inference import bfloat16_is_native
+
+    with pytest.raises(ValueError, match="precision must be one of"):
+        train(tiny_config(image_folder, tmp_path / "bad", precision="float16"))
+    runs = {}
+    for precision in ("float32", "auto"):
+        train(tiny_config(image_folder, tmp_path / precision, total_steps=2, precision=precision))
+        runs[precision] = load_tensors(tmp_path / precision / "last.safetensors")["model.embed.weight"]
+    assert runs["float32"].dtype == runs["auto"].dtype == torch.float32  # the weights stay float32
+    # Two steps from the same start: nearly equal, and equal only if the CPU had no bfloat16 to use.
+    assert torch.allclose(runs["float32"], runs["auto"], atol=1e-2)
+    assert torch.equal(runs["float32"], runs["auto"]) != bfloat16_is_native()
