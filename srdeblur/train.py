@@ -406,9 +406,12 @@ def train(
     steps_this_call = 0
     stop = _install_stop_handler()
 
-    def checkpoint() -> None:
+    def clock() -> None:
         info["wall_seconds"] = wall_base + time.monotonic() - started
         info["cpu_seconds"] = cpu_base + (time.process_time() - cpu_started)
+
+    def checkpoint() -> None:
+        clock()
         if rank == 0:
             save_checkpoint(last_path, model, optimizer, info)
 
@@ -457,6 +460,7 @@ def train(
                 info["history"].append(entry)
                 if info["best"] is None or score > info["best"]["score"]:
                     info["best"] = {**entry, "score": score}
+                    clock()  # the best checkpoint records the CPU time spent up to it
                     save_checkpoint(best_path, model, optimizer, {**info, "config": asdict(config)})
                 checkpoint()
                 if on_progress:

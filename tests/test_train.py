@@ -108,6 +108,9 @@ def test_checkpoints_are_safetensors_with_json_sidecars(image_folder, tmp_path):
         assert sidecar["config"]["sr"]["channels"] == 8
     assert info["best"]["step"] in (3, 6)
     assert info["cpu_seconds"] > 0
+    # The best checkpoint's CPU time is the one at its validation, not a stale one from an earlier save.
+    best = json.loads((tmp_path / "run" / "best.json").read_text())
+    assert best["cpu_seconds"] >= best["best"]["cpu_hours"] * 3600 - 1e-6
     # Training moved the weights away from their initial values, and validation PSNR is a real number.
     assert all(math.isfinite(h["x2"]) and h["x2"] > 10 for h in info["history"])
 
