@@ -5,6 +5,7 @@ All test images are built in tmp_path."""
 from __future__ import annotations
 
 import os
+import re
 import stat
 import struct
 import zlib
@@ -618,11 +619,14 @@ def test_list_images_rejects_a_missing_folder(tmp_path):
 # ---------------------------------------------------------------------------------------------- shipped samples
 def test_shipped_samples_are_small_readable_and_include_gray():
     samples = Path(__file__).resolve().parents[1] / "samples"
-    paths = list_images(samples)
-    assert 4 <= len(paths) <= 5
+    readme = (samples / "README.md").read_text(encoding="utf-8")
+    shipped = re.findall(r"^\| `([^`]+)` \|", readme, flags=re.MULTILINE)  # one licence row per file
+    paths = [samples / name for name in shipped]
+    assert 4 <= len(paths) <= 5 and all(path.is_file() for path in paths)
+    # Anything else in the folder must be an output of the README's commands (git-ignored), e.g. astronaut_x4.png.
+    generated = re.compile(r"_(x\d|deblurred)")
+    assert {p.name for p in list_images(samples) if not generated.search(p.stem)} == set(shipped)
     assert sum(p.stat().st_size for p in paths) < 1.5e6
     images = [read_image(p) for p in paths]
     assert all(max(image.pixels.shape[-2:]) <= 512 for image in images)
     assert any(image.meta.gray for image in images) and any(not image.meta.gray for image in images)
-    readme = (samples / "README.md").read_text(encoding="utf-8")
-    assert all(f"`{p.name}`" in readme for p in paths)  # every file has its licence row
