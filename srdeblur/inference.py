@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "UPSCALE_METHODS", "DEBLUR_METHODS", "SCALES", "upscale", "deblur", "upscale_with_net", "deblur_with_net",
-    "tiled_forward", "tiled_bands", "auto_tile", "PRECISIONS", "bfloat16_is_native",
+    "tiled_forward", "tiled_bands", "auto_tile", "PRECISIONS", "bfloat16_is_native", "uses_bfloat16",
 ]
 
 UPSCALE_METHODS = ("net", "bicubic", "lanczos")
@@ -54,12 +54,17 @@ def bfloat16_is_native() -> bool:
         return False
 
 
-def _network_precision(precision: str) -> torch.autocast:
-    """The autocast context the networks run under for ``precision`` (see the module docstring)."""
+def uses_bfloat16(precision: str) -> bool:
+    """Whether the networks' hidden layers run in bfloat16 for ``precision`` on this CPU (see the module
+    docstring); raises ValueError for an unknown ``precision``."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    enabled = precision == "auto" and bfloat16_is_native()
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled)
+    return precision == "auto" and bfloat16_is_native()
+
+
+def _network_precision(precision: str) -> torch.autocast:
+    """The autocast context the networks run under for ``precision``."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=uses_bfloat16(precision))
 
 
 def _check_image(image: torch.Tensor) -> None:
@@ -141,7 +146,7 @@ def upscale(
             from srdeblur.weights import load_model
 
             model = load_model("lapsr")
-        _network_precision(precision)  # an unknown precision fails here, before any work
+        uses_bfloat16(precision)  # an unknown precision fails here, before any work
         function = lambda piece: upscale_with_net(piece, model, scale=scale, precision=precision)  # type: ignore[arg-type]  # noqa: E731
     else:
         raise ValueError(f"unknown upscale method {method!r}; expected one of {UPSCALE_METHODS}")
@@ -221,7 +226,7 @@ def deblur(
             from srdeblur.weights import load_model
 
             model = load_model("srndeblur")
-        _network_precision(precision)  # an unknown precision fails here, before any work
+        uses_bfloat16(precision)  # an unknown precision fails here, before any work
         function: TileFunction = lambda piece: deblur_with_net(piece, model, precision=precision)  # type: ignore[arg-type]  # noqa: E731
         if tile is None:
             tile = auto_tile(image, bytes_per_output_pixel=_NET_BYTES_PER_OUTPUT_PIXEL, scale=1)

@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from srdeblur.degrade import add_gaussian_noise, bicubic_downscale, mod_crop, quantize_8bit
-from srdeblur.inference import PRECISIONS, bfloat16_is_native
+from srdeblur.inference import uses_bfloat16
 from srdeblur.io import list_images, read_image
 from srdeblur.kernels import disk_psf, gaussian_psf, random_motion_psf
 from srdeblur.metrics import psnr
@@ -370,9 +370,7 @@ def train(
     """
     if config.task not in ("sr", "deblur"):
         raise ValueError(f"unknown task {config.task!r}; expected 'sr' or 'deblur'")
-    if config.precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {config.precision!r}")
-    bfloat16 = config.precision == "auto" and bfloat16_is_native()
+    bfloat16 = uses_bfloat16(config.precision)
     rank, world = _distributed()
     if config.threads:
         torch.set_num_threads(config.threads)
