@@ -566,6 +566,8 @@ def train(
     threads: Annotated[int, typer.Option(help="Torch threads (0: one per core). 1 is best when sharing the CPU.")] = 0,
     scale_mix: Annotated[str, typer.Option(help="sr: how often x2,x4,x8 are drawn per step (e.g. 0.6,0.3,0.1).")] = "0.4,0.4,0.2",
     warmup: Annotated[int, typer.Option(help="Steps of linear learning-rate warm-up.")] = 300,
+    blocks: Annotated[Optional[int], typer.Option(help="Residual blocks per level of the network (default: the network's own, 4 for sr, 1 for deblur). With --init, extra blocks start as the identity.")] = None,
+    spectral: Annotated[bool, typer.Option(help="deblur: give the bottom level's residual blocks an image-wide Fourier branch (with --init, it starts at zero).")] = False,
     precision: NetPrecision = Precision.auto,
     quiet: Quiet = False,
 ) -> None:
@@ -586,7 +588,8 @@ def train(
     config = TrainConfig(task=task.value, data=tuple(str(d) for d in data), out=str(out), seed=seed, batch=batch,
                          patch=patch or (96 if task == Task.sr else 128), learning_rate=learning_rate,
                          total_steps=steps, val_every=val_every, threads=threads, scale_probabilities=mix,
-                         warmup_steps=warmup, precision=precision.value, val_crop=192 if task == Task.sr else 256)
+                         warmup_steps=warmup, precision=precision.value, val_crop=192 if task == Task.sr else 256,
+                         **_architecture(task, blocks=blocks, spectral=spectral))
     try:
         info = run_training(
             config, minutes=minutes, resume=resume, max_steps=max_steps, init=init,
@@ -598,6 +601,20 @@ def train(
     except (ValueError, FileNotFoundError) as error:
         _fail(str(error))
     console.print(f"stopped at step {info['step']}; checkpoints in {out}")
+
+
+def _architecture(task: Task, *, blocks: Optional[int], spectral: bool) -> dict:
+    """TrainConfig fields for ``--blocks`` / ``--spectral`` (empty when the defaults are kept)."""
+    from srdeblur.nets import DeblurConfig, SRConfig
+
+    if blocks is not None and blocks < 1:
+        _fail(f"--blocks must be at least 1, got {blocks}")
+    if spectral and task != Task.deblur:
+        _fail("--spectral applies to --task deblur only")
+    if task == Task.sr:
+        return {} if blocks is None else {"sr": SRConfig(blocks=blocks)}
+    default = DeblurConfig()
+    return {"deblur": DeblurConfig(blocks=blocks or default.blocks, spectral=spectral)}
 
 
 def _scale_mix(text: str) -> tuple[float, float, float]:

@@ -381,15 +381,40 @@ def _shake_trajectory(steps: int, generator: torch.Generator) -> tuple[list[floa
     return xs, ys
 
 
+def _tremor_trajectory(steps: int, generator: torch.Generator) -> tuple[list[float], list[float]]:
+    """A hand-tremor trajectory sampled uniformly in TIME: a slow drift plus 1-3 random sinusoids per axis.
+
+    A hand oscillates, so its speed falls to zero where it reverses; sampled uniformly in time, the
+    exposure piles up at those turning points, which makes the bright blobs at the ends and corners of
+    measured camera-shake kernels. (The Boracchi & Foi walk moves at constant speed, so it cannot dwell.)
+    Frequencies are 0.3-2 cycles per exposure, amplitudes decay with frequency; units are arbitrary (the
+    caller rescales). All random numbers come from ``generator``.
+    """
+    count = 1 + int(torch.randint(3, (1,), generator=generator))
+    draws = torch.rand(2, count, 3, generator=generator, dtype=torch.float64)
+    drift = (torch.rand(2, generator=generator, dtype=torch.float64) * 2 - 1) * 0.5
+    t = torch.linspace(0.0, 1.0, steps, dtype=torch.float64)
+    axes = []
+    for axis in range(2):
+        frequency = 0.3 + 1.7 * draws[axis, :, 0]
+        amplitude = draws[axis, :, 1] / frequency
+        phase = 2 * math.pi * draws[axis, :, 2]
+        waves = amplitude[:, None] * torch.sin(2 * math.pi * frequency[:, None] * t + phase[:, None])
+        axes.append((drift[axis] * t + waves.sum(0)).tolist())
+    return axes[0], axes[1]
+
+
 def random_motion_psf(size: int, *, generator: torch.Generator) -> torch.Tensor:
     """Random camera-shake PSF for training blind deblurring.
 
-    A Boracchi & Foi (2012) shake trajectory (:func:`_shake_trajectory`, 2000 samples as in their code) is
-    cut to a random exposure (its first 1/20 to all of it, log-uniformly: short exposures give near-linear
-    kernels, long ones tangled shakes), centred on its centre of mass, scaled so that its farthest sample
-    lies a random 40-100 % of ``size // 2`` pixels from the kernel centre (in the max norm), and rasterised
-    by bilinear (sub-pixel) splatting with equal weight per sample, i.e. a constant-speed exposure. Bilinear
-    splatting preserves the centre of mass, so the PSF is centred and does not shift the image it blurs.
+    Half the kernels follow a Boracchi & Foi (2012) shake trajectory (:func:`_shake_trajectory`, 2000 samples
+    as in their code), exposed at constant speed; the other half a hand tremor (:func:`_tremor_trajectory`)
+    exposed uniformly in time, so the exposure dwells where the hand turns. The trajectory is cut to a random
+    exposure (its first 1/20 to all of it, log-uniformly: short exposures give near-linear kernels, long ones
+    tangled shakes), centred on its centre of mass, scaled so that its farthest sample lies a random
+    40-100 % of ``size // 2`` pixels from the kernel centre (in the max norm), and rasterised by bilinear
+    (sub-pixel) splatting with equal weight per sample. Bilinear splatting preserves the centre of mass, so
+    the PSF is centred and does not shift the image it blurs.
 
     Parameters
     ----------
@@ -407,7 +432,8 @@ def random_motion_psf(size: int, *, generator: torch.Generator) -> torch.Tensor:
         raise PSFError(f"random motion PSF size must be an odd integer in [3, 63], got {size!r}")
     if not isinstance(generator, torch.Generator):
         raise PSFError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    xs, ys = _shake_trajectory(2000, generator)
+    tremor = float(torch.rand(1, generator=generator, dtype=torch.float64)) < 0.5
+    xs, ys = (_tremor_trajectory if tremor else _shake_trajectory)(2000, generator)
     exposure_draw, fraction_draw = torch.rand(2, generator=generator, dtype=torch.float64).tolist()
     # Exposure: the share of the trajectory the shutter sees (Boracchi & Foi use 1/100 ... 1).
     samples = max(2, round(len(xs) * 20.0 ** (exposure_draw - 1.0)))

@@ -27,7 +27,7 @@ from torch.nn import functional as F
 
 __all__ = [
     "SRConfig", "LapSR", "DeblurConfig", "SRNDeblur", "ResidualBlock", "bilinear_upsampler_weight", "count_parameters",
-    "float32_layer",
+    "float32_layer", "SpectralBranch", "load_grown",
 ]
 
 
@@ -71,16 +71,49 @@ def float32_layer(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return layer(x.float())
 
 
-class ResidualBlock(nn.Module):
-    """``x + conv(lrelu(conv(x)))`` with 3x3 convolutions; ``(B, C, H, W) -> (B, C, H, W)``."""
+class SpectralBranch(nn.Module):
+    """Image-wide filtering in the Fourier domain (DeepRFT's Res FFT-ReLU branch, Mao et al. 2021).
+
+    ``irfft2(W2 lrelu(W1 rfft2(x)))``: the real and imaginary parts of every frequency are mixed across
+    channels by 1x1 convolutions with a nonlinearity between them; ``(B, C, H, W) -> (B, C, H, W)``.
+    A blur is a convolution, so undoing it takes a filter as long as the blur; 3x3 convolutions need many
+    layers to build one, this branch reaches the whole feature map in one step. The weights do not depend
+    on the frequency, so any image size works. The last mixing layer starts at zero: a new branch adds
+    nothing until training gives it a use. Runs in float32 (CPU FFTs have no bfloat16).
+    """
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
-        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.mix1 = nn.Conv2d(2 * channels, 2 * channels, 1, bias=False)
+        self.mix2 = nn.Conv2d(2 * channels, 2 * channels, 1, bias=False)
+        nn.init.zeros_(self.mix2.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(F.leaky_relu(self.conv1(x), 0.2, inplace=True))
+        height, width = x.shape[-2:]
+        with torch.autocast(x.device.type, enabled=False):
+            # "ortho" keeps a coefficient's size independent of the image size, so the nonlinearity acts
+            # the same on a training patch and on a whole photo.
+            spectrum = torch.fft.rfft2(x.float(), norm="ortho")
+            mixed = self.mix2(F.leaky_relu(self.mix1(torch.cat([spectrum.real, spectrum.imag], 1)), 0.2))
+            real, imag = mixed.chunk(2, dim=1)
+            return torch.fft.irfft2(torch.complex(real, imag), s=(height, width), norm="ortho")
+
+
+class ResidualBlock(nn.Module):
+    """``x + conv(lrelu(conv(x)))`` with 3x3 convolutions, plus a :class:`SpectralBranch` if ``spectral``;
+    ``(B, C, H, W) -> (B, C, H, W)``."""
+
+    def __init__(self, channels: int, *, spectral: bool = False) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.spectral = SpectralBranch(channels) if spectral else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        local = self.conv2(F.leaky_relu(self.conv1(x), 0.2, inplace=True))
+        if self.spectral is None:
+            return x + local
+        return x + local + self.spectral(x)
 
 
 class Upsampler2x(nn.Module):
@@ -165,6 +198,43 @@ class LapSR(nn.Module):
         return levels
 
 
+def load_grown(model: nn.Module, tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Load the weights of a smaller network of the same kind into ``model``, which has grown from it.
+
+    ``model`` may have more residual blocks per level (appended after the existing ones) and
+    :class:`SpectralBranch` es the tensors lack. Those start as the identity — a fresh block's second
+    convolution and a fresh branch's last mixing layer are zeroed — so the grown network computes exactly
+    what the smaller one did, and fine-tuning it keeps what the smaller one learned.
+
+    Returns the names of the tensors that started fresh. Raises ``ValueError`` if ``tensors`` holds a name
+    ``model`` lacks, a shape that differs, or if a fresh tensor belongs to no fresh block or branch (e.g. a
+    wider network: widening cannot start as the identity).
+    """
+    own = model.state_dict()
+    unexpected = sorted(set(tensors) - set(own))
+    mismatched = sorted(k for k in tensors if k in own and tensors[k].shape != own[k].shape)
+    if unexpected or mismatched:
+        raise ValueError(f"cannot grow from these weights: unknown {unexpected[:3]}, other shapes {mismatched[:3]}")
+    fresh = [k for k in own if k not in tensors]
+    covered: set[str] = set()
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if not isinstance(module, (ResidualBlock, SpectralBranch)):
+                continue
+            keys = {f"{name}.{k}" for k in module.state_dict()}
+            if not keys <= set(fresh):
+                continue
+            last = module.conv2 if isinstance(module, ResidualBlock) else module.mix2
+            for parameter in last.parameters():
+                parameter.zero_()
+            covered |= keys
+    orphans = [k for k in fresh if k not in covered]
+    if orphans:
+        raise ValueError(f"cannot grow from these weights: {orphans[:3]} cannot start as the identity")
+    model.load_state_dict(tensors, strict=False)
+    return fresh
+
+
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -178,19 +248,23 @@ class DeblurConfig:
     blocks : residual blocks per encoder and per decoder level.
     scales : levels of the image pyramid the shared network runs over (3: 1/4, 1/2, 1).
     image_channels : 3 for RGB.
+    spectral : give the bottom level's residual blocks (1/4 of the input's resolution) a
+        :class:`SpectralBranch`, i.e. image-wide filtering; there it costs about 15% more time per training
+        step, where every block having one would double it.
     """
 
     channels: int = 24
     blocks: int = 1
     scales: int = 3
     image_channels: int = 3
+    spectral: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def _level(channels: int, blocks: int) -> nn.Sequential:
-    return nn.Sequential(*[ResidualBlock(channels) for _ in range(blocks)])
+def _level(channels: int, blocks: int, spectral: bool) -> nn.Sequential:
+    return nn.Sequential(*[ResidualBlock(channels, spectral=spectral) for _ in range(blocks)])
 
 
 class EncoderDecoder(nn.Module):
@@ -199,17 +273,17 @@ class EncoderDecoder(nn.Module):
 
     def __init__(self, config: DeblurConfig) -> None:
         super().__init__()
-        c, n, img = config.channels, config.blocks, config.image_channels
+        c, n, s, img = config.channels, config.blocks, config.spectral, config.image_channels
         self.head = nn.Conv2d(2 * img, c, 3, padding=1)
-        self.enc1 = _level(c, n)
+        self.enc1 = _level(c, n, False)
         self.down1 = nn.Conv2d(c, 2 * c, 3, stride=2, padding=1)
-        self.enc2 = _level(2 * c, n)
+        self.enc2 = _level(2 * c, n, False)
         self.down2 = nn.Conv2d(2 * c, 4 * c, 3, stride=2, padding=1)
-        self.bottom = _level(4 * c, 2 * n)
+        self.bottom = _level(4 * c, 2 * n, s)
         self.up2 = nn.ConvTranspose2d(4 * c, 2 * c, 4, stride=2, padding=1)
-        self.dec2 = _level(2 * c, n)
+        self.dec2 = _level(2 * c, n, False)
         self.up1 = nn.ConvTranspose2d(2 * c, c, 4, stride=2, padding=1)
-        self.dec1 = _level(c, n)
+        self.dec1 = _level(c, n, False)
         self.tail = nn.Conv2d(c, img, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

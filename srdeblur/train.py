@@ -28,7 +28,7 @@ from srdeblur.inference import uses_bfloat16
 from srdeblur.io import list_images, read_image
 from srdeblur.kernels import disk_psf, gaussian_psf, random_motion_psf
 from srdeblur.metrics import psnr
-from srdeblur.nets import DeblurConfig, LapSR, SRConfig, SRNDeblur, count_parameters
+from srdeblur.nets import DeblurConfig, LapSR, SRConfig, SRNDeblur, count_parameters, load_grown
 from srdeblur.weights import load_tensors, save_tensors
 
 log = logging.getLogger(__name__)
@@ -389,7 +389,9 @@ def train(
         info = {k: stored[k] for k in info if k in stored}
     elif init is not None:
         # Fine-tune from shipped weights (model tensors only: a new optimizer and schedule start at step 0).
-        model.load_state_dict(load_tensors(Path(init)))
+        fresh = load_grown(model, load_tensors(Path(init)))
+        if fresh:
+            log.info("grown from %s: %d tensors start as the identity", init, len(fresh))
         info["init"] = _init_record(Path(init))
     info["config"] = asdict(config)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format

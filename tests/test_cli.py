@@ -315,11 +315,16 @@ def test_train_rejects_a_bad_scale_mix(runner, tmp_path, mix):
     assert not (tmp_path / "run").exists()
 
 
-def test_train_scale_mix_reaches_the_run_config(runner, tmp_path, make_image):
-    data = tmp_path / "images"
-    data.mkdir()
+def _training_folder(folder, make_image):
+    """Three 64x64 training images in a new ``folder``."""
+    folder.mkdir()
     for index in range(3):
-        write_image(data / f"im{index}.png", make_image(64, 64, seed=index))
+        write_image(folder / f"im{index}.png", make_image(64, 64, seed=index))
+    return folder
+
+
+def test_train_scale_mix_reaches_the_run_config(runner, tmp_path, make_image):
+    data = _training_folder(tmp_path / "images", make_image)
     out = tmp_path / "run"
     result = runner.invoke(app, ["train", "--data", str(data), "--out", str(out), "--steps", "1", "--batch", "1",
                                  "--patch", "24", "--scale-mix", "1,0,0", "--warmup", "1", "--quiet"])
@@ -347,3 +352,33 @@ def test_unknown_precision_is_a_usage_error(runner, tmp_path, make_image):
     assert result.exit_code == 2
     assert "float16" in result.output
     assert not (tmp_path / "photo_x4.png").exists()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--blocks", "0"], "--blocks must be at least 1"),
+    (["--task", "sr", "--spectral"], "--spectral applies to --task deblur only"),
+])
+def test_train_rejects_bad_architecture_options(runner, tmp_path, args, message):
+    result = runner.invoke(app, ["train", "--data", str(tmp_path), "--out", str(tmp_path / "run"), *args])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_grows_a_deblur_network_from_init_weights(runner, tmp_path, make_image):
+    from srdeblur.nets import DeblurConfig, SRNDeblur, count_parameters
+    from srdeblur.weights import save_tensors
+
+    data = _training_folder(tmp_path / "images", make_image)
+    torch.manual_seed(0)
+    small = SRNDeblur()
+    save_tensors(tmp_path / "small.safetensors", small.state_dict())
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["train", "--task", "deblur", "--data", str(data), "--out", str(out), "--steps", "1",
+                                 "--batch", "1", "--patch", "32", "--warmup", "1", "--blocks", "2", "--spectral",
+                                 "--init", str(tmp_path / "small.safetensors"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "last.json").read_text())
+    assert record["config"]["deblur"]["blocks"] == 2 and record["config"]["deblur"]["spectral"] is True
+    assert record["params"] == count_parameters(SRNDeblur(DeblurConfig(blocks=2, spectral=True)))
+    assert record["init"]["file"].endswith("small.safetensors")

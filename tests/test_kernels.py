@@ -406,3 +406,38 @@ def test_random_motion_rejects_bad_size(size):
 def test_random_motion_requires_a_generator():
     with pytest.raises(PSFError):
         random_motion_psf(15, generator=0)  # type: ignore[arg-type]
+
+
+def _step_lengths(xs: list[float], ys: list[float]) -> torch.Tensor:
+    x, y = torch.tensor(xs), torch.tensor(ys)
+    return torch.hypot(x.diff(), y.diff())
+
+
+def test_shake_walk_moves_at_constant_speed_and_tremor_dwells():
+    from srdeblur.kernels import _shake_trajectory, _tremor_trajectory
+
+    walk = _step_lengths(*_shake_trajectory(500, torch.Generator().manual_seed(0)))
+    torch.testing.assert_close(walk, torch.full_like(walk, walk[0].item()))
+    for seed in range(5):
+        steps = _step_lengths(*_tremor_trajectory(500, torch.Generator().manual_seed(seed)))
+        # Sampled uniformly in time: the slowest tenth of the exposure moves far less than the fastest.
+        assert steps.quantile(0.1) < 0.5 * steps.quantile(0.9)
+
+
+def test_random_motion_draws_both_kinds_of_trajectory(monkeypatch):
+    import srdeblur.kernels as kernels
+
+    calls = {"tremor": 0, "walk": 0}
+    for name, key in (("_tremor_trajectory", "tremor"), ("_shake_trajectory", "walk")):
+        original = getattr(kernels, name)
+
+        def counted(*args, _original=original, _key=key, **kwargs):
+            calls[_key] += 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(kernels, name, counted)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(40):
+        assert_valid_psf(random_motion_psf(15, generator=generator))
+    assert calls["tremor"] + calls["walk"] == 40
+    assert 10 <= calls["tremor"] <= 30

@@ -12,10 +12,12 @@ from srdeblur.nets import (
     LapSR,
     ResidualBlock,
     SRConfig,
+    SpectralBranch,
     SRNDeblur,
     bilinear_upsampler_weight,
     count_parameters,
     float32_layer,
+    load_grown,
 )
 
 SMALL = SRConfig(channels=8, blocks=1)
@@ -229,3 +231,94 @@ def test_networks_under_bfloat16_autocast_return_float32_images_near_float32(net
         assert a.dtype == torch.float32
         # bfloat16 keeps 8 significant bits in the hidden layers; the image path stays float32.
         assert 0 < (a - b).abs().max() < 0.02
+
+
+# ------------------------------------------------------------------------------- spectral branch, growth
+
+
+def _live_branch(channels: int, seed: int = 0) -> SpectralBranch:
+    torch.manual_seed(seed)
+    branch = SpectralBranch(channels)
+    nn.init.normal_(branch.mix2.weight, std=0.3)
+    return branch
+
+
+def test_spectral_branch_starts_at_zero():
+    x = torch.randn(2, 4, 10, 12)
+    assert torch.equal(SpectralBranch(4)(x), torch.zeros_like(x))
+
+
+def test_spectral_branch_with_identity_mixing_is_the_identity_on_a_spectrum_it_does_not_clip():
+    # mix2 . lrelu . mix1 with mix1 = I, mix2 = I passes positive coefficients; a constant positive image has
+    # one positive coefficient (DC) and zeros elsewhere, so irfft2(rfft2(x)) = x comes back exactly.
+    branch = SpectralBranch(2)
+    with torch.no_grad():
+        branch.mix1.weight.copy_(torch.eye(4)[:, :, None, None])
+        branch.mix2.weight.copy_(torch.eye(4)[:, :, None, None])
+    x = torch.full((1, 2, 6, 8), 0.7)
+    torch.testing.assert_close(branch(x), x)
+
+
+def test_spectral_branch_reaches_the_whole_image():
+    # Image-wide: changing one corner pixel changes the output at the opposite corner (a 3x3 conv cannot).
+    branch = _live_branch(3)
+    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    poked = x.clone()
+    poked[..., 0, 0] += 1.0
+    with torch.no_grad():
+        assert (branch(x) - branch(poked))[..., 12:, 12:].abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("size", [(7, 9), (16, 16), (5, 32)])
+def test_spectral_branch_shapes_any_size_and_float32_under_bfloat16(size):
+    branch = _live_branch(3)
+    x = torch.rand(2, 3, *size)
+    with torch.no_grad():
+        exact = branch(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = branch(x.bfloat16())
+    assert exact.shape == x.shape and mixed.dtype == torch.float32
+    torch.testing.assert_close(mixed, branch(x.bfloat16().float()))
+
+
+def test_spectral_config_puts_branches_in_the_bottom_level_only():
+    model = SRNDeblur(DeblurConfig(channels=4, blocks=1, spectral=True))
+    with_branch = sorted(n for n, m in model.named_modules() if isinstance(m, SpectralBranch))
+    assert with_branch == ["net.bottom.0.spectral", "net.bottom.1.spectral"]
+    assert count_parameters(model) == count_parameters(SRNDeblur(DeblurConfig(channels=4, blocks=1))) + 2 * 2 * 32 * 32
+
+
+def test_grown_network_computes_what_the_small_one_did():
+    torch.manual_seed(3)
+    small = SRNDeblur(DeblurConfig(channels=4, blocks=1))
+    grown = SRNDeblur(DeblurConfig(channels=4, blocks=2, spectral=True))
+    for module in grown.modules():  # nothing may rely on a fresh layer happening to be zero already
+        if isinstance(module, SpectralBranch):
+            nn.init.normal_(module.mix2.weight)
+    fresh = load_grown(grown, small.state_dict())
+    assert "net.enc1.1.conv2.weight" in fresh and "net.bottom.3.spectral.mix2.weight" in fresh
+    assert not any(name in small.state_dict() for name in fresh)
+    x = torch.rand(1, 3, 32, 48)
+    with torch.no_grad():
+        for a, b in zip(small(x), grown(x)):
+            torch.testing.assert_close(a, b)
+
+
+def test_grown_network_trains_its_fresh_layers():
+    grown = SRNDeblur(DeblurConfig(channels=4, blocks=2, spectral=True))
+    load_grown(grown, SRNDeblur(DeblurConfig(channels=4, blocks=1)).state_dict())
+    grown(torch.rand(1, 3, 32, 32))[-1].square().mean().backward()
+    assert grown.net.enc1[1].conv2.weight.grad.abs().sum() > 0
+    assert grown.net.bottom[0].spectral.mix2.weight.grad.abs().sum() > 0
+
+
+def test_grow_refuses_what_cannot_start_as_the_identity():
+    wider = SRNDeblur(DeblurConfig(channels=6))
+    with pytest.raises(ValueError, match="other shapes"):
+        load_grown(wider, SRNDeblur(DeblurConfig(channels=4)).state_dict())
+    with pytest.raises(ValueError, match="unknown"):
+        load_grown(SRNDeblur(DeblurConfig(channels=4)), SRNDeblur(DeblurConfig(channels=4, blocks=2)).state_dict())
+    partial = SRNDeblur(DeblurConfig(channels=4)).state_dict()
+    del partial["net.head.weight"]
+    with pytest.raises(ValueError, match="identity"):
+        load_grown(SRNDeblur(DeblurConfig(channels=4)), partial)
