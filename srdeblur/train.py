@@ -406,9 +406,15 @@ def train(
     steps_this_call = 0
     stop = _install_stop_handler()
 
+    # CPU time of every process (under torchrun, rank 0's alone would undercount): summed at each step.
+    all_ranks_cpu = [0.0]
+
+    def cpu_seconds() -> float:
+        return cpu_base + (all_ranks_cpu[0] if world > 1 else time.process_time() - cpu_started)
+
     def clock() -> None:
         info["wall_seconds"] = wall_base + time.monotonic() - started
-        info["cpu_seconds"] = cpu_base + (time.process_time() - cpu_started)
+        info["cpu_seconds"] = cpu_seconds()
 
     def checkpoint() -> None:
         clock()
@@ -440,9 +446,9 @@ def train(
             if max_steps is not None and steps_this_call >= max_steps:
                 time_up = True
             if world > 1:  # every rank must stop at the same step
-                flag = torch.tensor([float(time_up)])
-                torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-                time_up = bool(flag.item())
+                shared = torch.tensor([float(time_up), time.process_time() - cpu_started], dtype=torch.float64)
+                torch.distributed.all_reduce(shared)
+                time_up, all_ranks_cpu[0] = bool(shared[0] > 0), float(shared[1])
             at_validation = info["step"] % config.val_every == 0 or info["step"] == config.total_steps
             if rank == 0 and at_validation and val_images:
                 model.eval()
@@ -453,7 +459,7 @@ def train(
                     scores = validate_deblur(model, val_images, crop=config.val_crop)
                     score = scores["psnr"]
                 model.train()
-                cpu = cpu_base + time.process_time() - cpu_started
+                cpu = cpu_seconds()
                 wall = wall_base + time.monotonic() - started
                 entry = {"step": info["step"], "cpu_hours": cpu / 3600, "wall_hours": wall / 3600,
                          "loss": float(loss.detach()), **scores}
