@@ -566,6 +566,7 @@ def train(
     threads: Annotated[int, typer.Option(help="Torch threads (0: one per core). 1 is best when sharing the CPU.")] = 0,
     scale_mix: Annotated[str, typer.Option(help="sr: how often x2,x4,x8 are drawn per step (e.g. 0.6,0.3,0.1).")] = "0.4,0.4,0.2",
     warmup: Annotated[int, typer.Option(help="Steps of linear learning-rate warm-up.")] = 300,
+    curriculum: Annotated[Optional[float], typer.Option(help="deblur: fraction of --steps over which the largest blur grows from 7 px to 31 px (default 0.3; 0 with --init: the weights already know large blurs).")] = None,
     blocks: Annotated[Optional[int], typer.Option(help="Residual blocks per level of the network (default: the network's own, 4 for sr, 1 for deblur). With --init, extra blocks start as the identity.")] = None,
     spectral: Annotated[bool, typer.Option(help="deblur: give the bottom level's residual blocks an image-wide Fourier branch (with --init, it starts at zero).")] = False,
     precision: NetPrecision = Precision.auto,
@@ -589,6 +590,7 @@ def train(
                          patch=patch or (96 if task == Task.sr else 128), learning_rate=learning_rate,
                          total_steps=steps, val_every=val_every, threads=threads, scale_probabilities=mix,
                          warmup_steps=warmup, precision=precision.value, val_crop=192 if task == Task.sr else 256,
+                         curriculum=_curriculum(curriculum, fine_tune=init is not None, default=TrainConfig.curriculum),
                          **_architecture(task, blocks=blocks, spectral=spectral))
     try:
         info = run_training(
@@ -601,6 +603,15 @@ def train(
     except (ValueError, FileNotFoundError) as error:
         _fail(str(error))
     console.print(f"stopped at step {info['step']}; checkpoints in {out}")
+
+
+def _curriculum(fraction: Optional[float], *, fine_tune: bool, default: float) -> float:
+    """``--curriculum``: a fraction in [0, 1]; by default ``default``, or 0 for a fine-tune (``--init``)."""
+    if fraction is None:
+        return 0.0 if fine_tune else default
+    if not 0 <= fraction <= 1:
+        _fail(f"--curriculum must be a fraction in [0, 1], got {fraction}")
+    return fraction
 
 
 def _architecture(task: Task, *, blocks: Optional[int], spectral: bool) -> dict:

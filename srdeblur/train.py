@@ -45,7 +45,8 @@ class TrainConfig:
     total_steps : length of the cosine learning-rate schedule; a run may stop earlier (``minutes``) and resume.
     scale_probabilities : how often each SR scale (2, 4, 8) is drawn for a step.
     max_kernel / curriculum : deblur: largest blur kernel side (odd); it grows linearly from 7 px to
-        ``max_kernel`` over the first ``curriculum`` fraction of ``total_steps`` (small blurs first).
+        ``max_kernel`` over the first ``curriculum`` fraction of ``total_steps`` (small blurs first; 0: none,
+        for fine-tunes of weights that already know large blurs).
     max_noise : deblur: noise sigma drawn uniformly in [0, max_noise] (on the [0, 1] scale).
     val_every : steps between validations on held-out images; the best model is kept.
     val_fraction : every n-th training image (sorted by path) is held out for validation.
@@ -144,7 +145,10 @@ def make_sr_batch(
 
 
 def kernel_size_at(step: int, config: TrainConfig) -> int:
-    """Curriculum: the largest kernel side at ``step`` (odd, from 7 to ``max_kernel``)."""
+    """Curriculum: the largest kernel side at ``step`` (odd, from 7 to ``max_kernel``; ``max_kernel`` throughout
+    if ``config.curriculum`` is 0)."""
+    if config.curriculum <= 0:
+        return config.max_kernel
     progress = min(1.0, step / max(1.0, config.curriculum * config.total_steps))
     size = 7 + progress * (config.max_kernel - 7)
     return int(size) // 2 * 2 + 1

@@ -332,6 +332,7 @@ def test_train_scale_mix_reaches_the_run_config(runner, tmp_path, make_image):
     config = json.loads((out / "last.json").read_text())["config"]
     assert config["scale_probabilities"] == [1.0, 0.0, 0.0]
     assert config["warmup_steps"] == 1
+    assert config["curriculum"] == 0.3  # a fresh run grows its blurs
 
 
 def test_deblur_precision_float32_writes_the_float32_network_result(runner, tmp_path, make_image, monkeypatch):
@@ -357,6 +358,7 @@ def test_unknown_precision_is_a_usage_error(runner, tmp_path, make_image):
 @pytest.mark.parametrize(("args", "message"), [
     (["--blocks", "0"], "--blocks must be at least 1"),
     (["--task", "sr", "--spectral"], "--spectral applies to --task deblur only"),
+    (["--curriculum", "1.5"], "--curriculum must be a fraction in [0, 1]"),
 ])
 def test_train_rejects_bad_architecture_options(runner, tmp_path, args, message):
     result = runner.invoke(app, ["train", "--data", str(tmp_path), "--out", str(tmp_path / "run"), *args])
@@ -382,3 +384,4 @@ def test_train_grows_a_deblur_network_from_init_weights(runner, tmp_path, make_i
     assert record["config"]["deblur"]["blocks"] == 2 and record["config"]["deblur"]["spectral"] is True
     assert record["params"] == count_parameters(SRNDeblur(DeblurConfig(blocks=2, spectral=True)))
     assert record["init"]["file"].endswith("small.safetensors")
+    assert record["config"]["curriculum"] == 0.0  # a fine-tune starts with full-size blurs

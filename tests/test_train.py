@@ -162,6 +162,8 @@ def test_kernel_curriculum_grows_from_small_to_full_size():
     sizes = [kernel_size_at(step, config) for step in (0, 250, 500, 900)]
     assert sizes == [7, 19, 31, 31]
     assert all(size % 2 == 1 for size in sizes)
+    without = replace(config, curriculum=0.0)
+    assert [kernel_size_at(step, without) for step in (0, 1, 500)] == [31, 31, 31]
 
 
 def test_deblur_training_runs_and_validates(image_folder, tmp_path):
