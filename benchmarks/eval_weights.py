@@ -45,6 +45,8 @@ def main() -> None:
     parser.add_argument("name", choices=["lapsr", "srndeblur"])
     parser.add_argument("--limit", type=int, default=None, help="only the first N images of sun2013")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--methods", default="input,wiener,rl,net",
+                        help="srndeblur: methods beside each other (input,net skips the slow classical ones)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -60,12 +62,12 @@ def main() -> None:
             metrics[f"{dataset}_x{scale}"] = _record(args.name, f"{dataset} x{scale}", evaluation, command)
     else:
         limit = f" --limit {args.limit}" if args.limit else ""
-        evaluation = evaluate("sun2013", task="deblur", methods=("input", "wiener", "rl", "net"),
-                              models={"deblur": model}, limit=args.limit)
+        methods = tuple(args.methods.split(","))
+        evaluation = evaluate("sun2013", task="deblur", methods=methods, models={"deblur": model}, limit=args.limit)
         metrics["sun2013"] = _record(args.name, "sun2013", evaluation,
-                                     f"srdeblur eval --dataset sun2013 --method input,wiener,rl,net{limit}")
-        evaluation = evaluate("levin", task="deblur", methods=("input", "wiener", "rl", "net"), models={"deblur": model})
-        metrics["levin"] = _record(args.name, "levin", evaluation, "srdeblur eval --dataset levin --method input,wiener,rl,net")
+                                     f"srdeblur eval --dataset sun2013 --method {args.methods}{limit}")
+        evaluation = evaluate("levin", task="deblur", methods=methods, models={"deblur": model})
+        metrics["levin"] = _record(args.name, "levin", evaluation, f"srdeblur eval --dataset levin --method {args.methods}")
     manifest["metrics"] = metrics
     manifest["metrics_measured"] = {"date": time.strftime("%Y-%m-%d"), "seconds": round(time.time() - started)}
     temporary = manifest_path.with_name(f".{manifest_path.name}.tmp")

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "UPSCALE_METHODS", "DEBLUR_METHODS", "SCALES", "upscale", "deblur", "upscale_with_net", "deblur_with_net",
-    "tiled_forward", "tiled_bands", "auto_tile", "PRECISIONS", "bfloat16_is_native", "uses_bfloat16",
+    "tiled_forward", "tiled_bands", "auto_tile", "DEBLUR_TILE_OVERLAP", "PRECISIONS", "bfloat16_is_native", "uses_bfloat16",
 ]
 
 UPSCALE_METHODS = ("net", "bicubic", "lanczos")
@@ -41,6 +41,10 @@ PRECISIONS = ("auto", "float32")
 NET_BORDER = 8
 TileFunction = Callable[[torch.Tensor], torch.Tensor]
 DEFAULT_TILE_OVERLAP = 32
+# The deblurring network reaches much farther (its 1/4-scale pass sees ~4x the context): measured on a
+# 512x512 photo in 128-px tiles, tiles differ from the whole image by up to 12-20 levels with 32 px of
+# context, 3 with 64, and at most 1 with 96.
+DEBLUR_TILE_OVERLAP = 96
 # Rough peak bytes of activations per output pixel (batch 1), to size tiles from free memory.
 _NET_BYTES_PER_OUTPUT_PIXEL = 1024
 _RESIZE_BYTES_PER_OUTPUT_PIXEL = 256
@@ -203,7 +207,7 @@ def deblur(
     tv_weight: float = 0.0,
     model: nn.Module | None = None,
     tile: int | None = None,
-    tile_overlap: int = DEFAULT_TILE_OVERLAP,
+    tile_overlap: int = DEBLUR_TILE_OVERLAP,
     on_tile: Callable[[int, int], None] | None = None,
     into: Canvas | None = None,
     precision: str = "auto",

@@ -373,15 +373,15 @@ def test_train_grows_a_deblur_network_from_init_weights(runner, tmp_path, make_i
 
     data = _training_folder(tmp_path / "images", make_image)
     torch.manual_seed(0)
-    small = SRNDeblur()
+    small = SRNDeblur(DeblurConfig(blocks=1))
     save_tensors(tmp_path / "small.safetensors", small.state_dict())
     out = tmp_path / "run"
     result = runner.invoke(app, ["train", "--task", "deblur", "--data", str(data), "--out", str(out), "--steps", "1",
-                                 "--batch", "1", "--patch", "32", "--warmup", "1", "--blocks", "2", "--spectral",
+                                 "--batch", "1", "--patch", "32", "--warmup", "1", "--blocks", "3", "--spectral",
                                  "--init", str(tmp_path / "small.safetensors"), "--quiet"])
     assert result.exit_code == 0, result.output
     record = json.loads((out / "last.json").read_text())
-    assert record["config"]["deblur"]["blocks"] == 2 and record["config"]["deblur"]["spectral"] is True
-    assert record["params"] == count_parameters(SRNDeblur(DeblurConfig(blocks=2, spectral=True)))
+    assert record["config"]["deblur"]["blocks"] == 3 and record["config"]["deblur"]["spectral"] is True
+    assert record["params"] == count_parameters(SRNDeblur(DeblurConfig(blocks=3, spectral=True)))
     assert record["init"]["file"].endswith("small.safetensors")
     assert record["config"]["curriculum"] == 0.0  # a fine-tune starts with full-size blurs

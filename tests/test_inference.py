@@ -208,11 +208,25 @@ def test_tiled_net_deblur_equals_untiled_within_one_level():
 
     torch.manual_seed(0)
     model = SRNDeblur(DeblurConfig(channels=4)).eval()
-    image = torch.rand(1, 1, 50, 41)
+    image = torch.rand(1, 1, 250, 241, generator=torch.Generator().manual_seed(0))
     whole = deblur(image, method="net", model=model, tile=0)
-    tiled = deblur(image, method="net", model=model, tile=20, tile_overlap=32)
+    # 48-px tiles with the default context: the corner tiles see less than half of the image.
+    tiled = deblur(image, method="net", model=model, tile=48)
     assert tiled.shape == whole.shape == image.shape
     assert (_eight_bit(whole) - _eight_bit(tiled)).abs().max() <= 1
+    # ... and the context is what makes it so.
+    narrow = deblur(image, method="net", model=model, tile=48, tile_overlap=8)
+    assert (_eight_bit(whole) - _eight_bit(narrow)).abs().max() > 1
+
+
+def test_cli_deblur_tile_overlap_default_is_the_library_default():
+    import inspect
+
+    from srdeblur import cli
+    from srdeblur.inference import DEBLUR_TILE_OVERLAP
+
+    assert inspect.signature(cli.deblur).parameters["tile_overlap"].default == DEBLUR_TILE_OVERLAP
+    assert inspect.signature(deblur).parameters["tile_overlap"].default == DEBLUR_TILE_OVERLAP
 
 
 def test_tiles_are_blended_not_pasted():

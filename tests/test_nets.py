@@ -179,7 +179,8 @@ def test_srndeblur_pyramid_shapes(scales, multiple):
 
 
 def test_default_srndeblur_parameter_budget():
-    assert 0 < count_parameters(SRNDeblur()) < 1_000_000
+    # The issue allows "a few million parameters at most".
+    assert 0 < count_parameters(SRNDeblur()) < 3_000_000
 
 
 def test_srndeblur_estimate_upsampler_is_initialised_bilinear():
@@ -317,7 +318,7 @@ def test_grow_refuses_what_cannot_start_as_the_identity():
     with pytest.raises(ValueError, match="other shapes"):
         load_grown(wider, SRNDeblur(DeblurConfig(channels=4)).state_dict())
     with pytest.raises(ValueError, match="unknown"):
-        load_grown(SRNDeblur(DeblurConfig(channels=4)), SRNDeblur(DeblurConfig(channels=4, blocks=2)).state_dict())
+        load_grown(SRNDeblur(DeblurConfig(channels=4, blocks=1)), SRNDeblur(DeblurConfig(channels=4, blocks=2)).state_dict())
     partial = SRNDeblur(DeblurConfig(channels=4)).state_dict()
     del partial["net.head.weight"]
     with pytest.raises(ValueError, match="identity"):

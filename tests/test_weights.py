@@ -274,3 +274,16 @@ def test_no_pickle_based_loading_in_the_package():
                     if not safe:
                         offences.append(f"{source.name}:{node.lineno} np.load without allow_pickle=False")
     assert offences == []
+
+
+def test_shipped_deblurring_network_tiles_match_the_whole_image_with_the_default_context():
+    # The trained network reaches far (measured: 32 px of context left seams of up to 12 levels), so the
+    # default context of deblur() must be enough for the SHIPPED weights, not only for a random network.
+    from srdeblur.inference import deblur
+    from srdeblur.io import read_image
+
+    model = load_model("srndeblur", folder=Path(srdeblur.__file__).parent.parent / "weights")
+    photo = read_image(Path(srdeblur.__file__).parent.parent / "samples" / "astronaut.png").pixels[..., :320, :320]
+    whole = deblur(photo, method="net", model=model, tile=0)
+    tiled = deblur(photo, method="net", model=model, tile=96)
+    assert (torch.round(whole * 255) - torch.round(tiled * 255)).abs().max() <= 1
