@@ -567,7 +567,7 @@ def train(
     scale_mix: Annotated[str, typer.Option(help="sr: how often x2,x4,x8 are drawn per step (e.g. 0.6,0.3,0.1).")] = "0.4,0.4,0.2",
     warmup: Annotated[int, typer.Option(help="Steps of linear learning-rate warm-up.")] = 300,
     curriculum: Annotated[Optional[float], typer.Option(help="deblur: fraction of --steps over which the largest blur grows from 7 px to 31 px (default 0.3; 0 with --init: the weights already know large blurs).")] = None,
-    blocks: Annotated[Optional[int], typer.Option(help="Residual blocks per level of the network (default: the network's own, 4 for sr, 2 for deblur). With --init, extra blocks start as the identity.")] = None,
+    blocks: Annotated[Optional[int], typer.Option(help="Residual blocks per level of the network (default: the network's own, 4 for sr, 1 for deblur). With --init, extra blocks start as the identity.")] = None,
     spectral: Annotated[bool, typer.Option(help="deblur: give the bottom level's residual blocks an image-wide Fourier branch (with --init, it starts at zero).")] = False,
     precision: NetPrecision = Precision.auto,
     quiet: Quiet = False,

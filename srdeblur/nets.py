@@ -254,7 +254,7 @@ class DeblurConfig:
     """
 
     channels: int = 24
-    blocks: int = 2
+    blocks: int = 1
     scales: int = 3
     image_channels: int = 3
     spectral: bool = False
