@@ -624,8 +624,7 @@ def _architecture(task: Task, *, blocks: Optional[int], spectral: bool) -> dict:
         _fail("--spectral applies to --task deblur only")
     if task == Task.sr:
         return {} if blocks is None else {"sr": SRConfig(blocks=blocks)}
-    default = DeblurConfig()
-    return {"deblur": DeblurConfig(blocks=blocks or default.blocks, spectral=spectral)}
+    return {"deblur": DeblurConfig(blocks=blocks or DeblurConfig.blocks, spectral=spectral)}
 
 
 def _scale_mix(text: str) -> tuple[float, float, float]:

@@ -216,13 +216,13 @@ def load_grown(model: nn.Module, tensors: dict[str, torch.Tensor]) -> list[str]:
     if unexpected or mismatched:
         raise ValueError(f"cannot grow from these weights: unknown {unexpected[:3]}, other shapes {mismatched[:3]}")
     fresh = [k for k in own if k not in tensors]
-    covered: set[str] = set()
+    fresh_set, covered = set(fresh), set()
     with torch.no_grad():
         for name, module in model.named_modules():
             if not isinstance(module, (ResidualBlock, SpectralBranch)):
                 continue
             keys = {f"{name}.{k}" for k in module.state_dict()}
-            if not keys <= set(fresh):
+            if not keys <= fresh_set:
                 continue
             last = module.conv2 if isinstance(module, ResidualBlock) else module.mix2
             for parameter in last.parameters():

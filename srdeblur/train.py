@@ -411,10 +411,10 @@ def train(
     stop = _install_stop_handler()
 
     # CPU time of every process (under torchrun, rank 0's alone would undercount): summed at each step.
-    all_ranks_cpu = [0.0]
+    all_ranks_cpu = 0.0
 
     def cpu_seconds() -> float:
-        return cpu_base + (all_ranks_cpu[0] if world > 1 else time.process_time() - cpu_started)
+        return cpu_base + (all_ranks_cpu if world > 1 else time.process_time() - cpu_started)
 
     def clock() -> None:
         info["wall_seconds"] = wall_base + time.monotonic() - started
@@ -452,7 +452,7 @@ def train(
             if world > 1:  # every rank must stop at the same step
                 shared = torch.tensor([float(time_up), time.process_time() - cpu_started], dtype=torch.float64)
                 torch.distributed.all_reduce(shared)
-                time_up, all_ranks_cpu[0] = bool(shared[0] > 0), float(shared[1])
+                time_up, all_ranks_cpu = bool(shared[0] > 0), float(shared[1])
             at_validation = info["step"] % config.val_every == 0 or info["step"] == config.total_steps
             if rank == 0 and at_validation and val_images:
                 model.eval()
