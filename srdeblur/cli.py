@@ -569,6 +569,8 @@ def train(
     curriculum: Annotated[Optional[float], typer.Option(help="deblur: fraction of --steps over which the largest blur grows from 7 px to 31 px (default 0.3; 0 with --init: the weights already know large blurs).")] = None,
     blocks: Annotated[Optional[int], typer.Option(help="Residual blocks per level of the network (default: the network's own, 4 for sr, 1 for deblur). With --init, extra blocks start as the identity.")] = None,
     spectral: Annotated[bool, typer.Option(help="deblur: give the bottom level's residual blocks an image-wide Fourier branch (with --init, it starts at zero).")] = False,
+    gated: Annotated[bool, typer.Option(help="deblur: give every residual block a gate driven by image-wide channel means (with --init, it starts as the identity).")] = False,
+    frequency_loss: Annotated[float, typer.Option(help="Weight of an L1 loss on Fourier coefficients beside the pixel loss (0: off).")] = 0.0,
     precision: NetPrecision = Precision.auto,
     quiet: Quiet = False,
 ) -> None:
@@ -586,12 +588,14 @@ def train(
     if not data:
         _fail("--data is required (one or more folders of training images)")
     mix = _scale_mix(scale_mix)
+    if frequency_loss < 0:
+        _fail(f"--frequency-loss must be non-negative, got {frequency_loss}")
     config = TrainConfig(task=task.value, data=tuple(str(d) for d in data), out=str(out), seed=seed, batch=batch,
                          patch=patch or (96 if task == Task.sr else 128), learning_rate=learning_rate,
                          total_steps=steps, val_every=val_every, threads=threads, scale_probabilities=mix,
                          warmup_steps=warmup, precision=precision.value, val_crop=192 if task == Task.sr else 256,
                          curriculum=_curriculum(curriculum, fine_tune=init is not None, default=TrainConfig.curriculum),
-                         **_architecture(task, blocks=blocks, spectral=spectral))
+                         frequency_loss=frequency_loss, **_architecture(task, blocks=blocks, spectral=spectral, gated=gated))
     try:
         info = run_training(
             config, minutes=minutes, resume=resume, max_steps=max_steps, init=init,
@@ -614,17 +618,18 @@ def _curriculum(fraction: Optional[float], *, fine_tune: bool, default: float) -
     return fraction
 
 
-def _architecture(task: Task, *, blocks: Optional[int], spectral: bool) -> dict:
-    """TrainConfig fields for ``--blocks`` / ``--spectral`` (empty when the defaults are kept)."""
+def _architecture(task: Task, *, blocks: Optional[int], spectral: bool, gated: bool) -> dict:
+    """TrainConfig fields for ``--blocks`` / ``--spectral`` / ``--gated`` (empty when the defaults are kept)."""
     from srdeblur.nets import DeblurConfig, SRConfig
 
     if blocks is not None and blocks < 1:
         _fail(f"--blocks must be at least 1, got {blocks}")
-    if spectral and task != Task.deblur:
-        _fail("--spectral applies to --task deblur only")
+    for flag, given in (("--spectral", spectral), ("--gated", gated)):
+        if given and task != Task.deblur:
+            _fail(f"{flag} applies to --task deblur only")
     if task == Task.sr:
         return {} if blocks is None else {"sr": SRConfig(blocks=blocks)}
-    return {"deblur": DeblurConfig(blocks=blocks or DeblurConfig.blocks, spectral=spectral)}
+    return {"deblur": DeblurConfig(blocks=blocks or DeblurConfig.blocks, spectral=spectral, gated=gated)}
 
 
 def _scale_mix(text: str) -> tuple[float, float, float]:

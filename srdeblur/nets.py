@@ -27,7 +27,7 @@ from torch.nn import functional as F
 
 __all__ = [
     "SRConfig", "LapSR", "DeblurConfig", "SRNDeblur", "ResidualBlock", "bilinear_upsampler_weight", "count_parameters",
-    "float32_layer", "SpectralBranch", "load_grown",
+    "float32_layer", "SpectralBranch", "GlobalGate", "global_gate", "load_grown",
 ]
 
 
@@ -99,18 +99,55 @@ class SpectralBranch(nn.Module):
             return torch.fft.irfft2(torch.complex(real, imag), s=(height, width), norm="ortho")
 
 
+def global_gate(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``features * (1 + W mean(features) + b)``: every channel scaled by a factor computed from the mean
+    of every channel over the whole map; ``(B, C, H, W) -> (B, C, H, W)``, ``weight`` ``(C, C)``, ``bias``
+    ``(C,)``. The means are taken in float32 (a bfloat16 sum over a photo would round them)."""
+    if features.ndim != 4 or weight.shape != (features.shape[1], features.shape[1]):
+        raise ValueError(f"global_gate expects (B, C, H, W) features and a (C, C) weight, got "
+                         f"{tuple(features.shape)} and {tuple(weight.shape)}")
+    means = features.float().mean(dim=(-2, -1))
+    scale = 1 + F.linear(means, weight.float(), bias.float())
+    return features * scale[..., None, None].to(features.dtype)
+
+
+class GlobalGate(nn.Module):
+    """:func:`global_gate` with learned ``W``, ``b`` (NAFNet's simplified channel attention, Chen et al.
+    2022, written to start as the identity).
+
+    Why: a camera shake blurs the whole photo the same way, but a 3x3-convolution network sees only a
+    window of it and must guess the blur from local evidence; where it cannot, it smooths. The gate lets
+    evidence from the whole image (a channel's mean response, e.g. how much edge energy survives in one
+    direction) turn filters up or down everywhere. ``W`` and ``b`` start at zero, i.e. as the identity.
+    Unlike a convolution, the result depends on the whole map, so tiled inference differs from whole-image
+    inference by how much a tile's means differ from the image's.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(channels, channels)
+        nn.init.zeros_(self.fc.weight)
+        nn.init.zeros_(self.fc.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return global_gate(x, self.fc.weight, self.fc.bias)
+
+
 class ResidualBlock(nn.Module):
-    """``x + conv(lrelu(conv(x)))`` with 3x3 convolutions, plus a :class:`SpectralBranch` if ``spectral``;
+    """``x + conv(gate(lrelu(conv(x))))`` with 3x3 convolutions; ``gate`` is a :class:`GlobalGate` if
+    ``gated``, else the identity; plus a :class:`SpectralBranch` if ``spectral``;
     ``(B, C, H, W) -> (B, C, H, W)``."""
 
-    def __init__(self, channels: int, *, spectral: bool = False) -> None:
+    def __init__(self, channels: int, *, spectral: bool = False, gated: bool = False) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.gate = GlobalGate(channels) if gated else None
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
         self.spectral = SpectralBranch(channels) if spectral else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        local = self.conv2(F.leaky_relu(self.conv1(x), 0.2, inplace=True))
+        hidden = F.leaky_relu(self.conv1(x), 0.2, inplace=True)
+        local = self.conv2(hidden if self.gate is None else self.gate(hidden))
         if self.spectral is None:
             return x + local
         return x + local + self.spectral(x)
@@ -202,8 +239,9 @@ def load_grown(model: nn.Module, tensors: dict[str, torch.Tensor]) -> list[str]:
     """Load the weights of a smaller network of the same kind into ``model``, which has grown from it.
 
     ``model`` may have more residual blocks per level (appended after the existing ones) and
-    :class:`SpectralBranch` es the tensors lack. Those start as the identity — a fresh block's second
-    convolution and a fresh branch's last mixing layer are zeroed — so the grown network computes exactly
+    :class:`SpectralBranch` es or :class:`GlobalGate` s the tensors lack. Those start as the identity — a fresh
+    block's second convolution, a fresh branch's last mixing layer and a fresh gate are zeroed — so the grown
+    network computes exactly
     what the smaller one did, and fine-tuning it keeps what the smaller one learned.
 
     Returns the names of the tensors that started fresh. Raises ``ValueError`` if ``tensors`` holds a name
@@ -219,12 +257,13 @@ def load_grown(model: nn.Module, tensors: dict[str, torch.Tensor]) -> list[str]:
     fresh_set, covered = set(fresh), set()
     with torch.no_grad():
         for name, module in model.named_modules():
-            if not isinstance(module, (ResidualBlock, SpectralBranch)):
+            if not isinstance(module, (ResidualBlock, SpectralBranch, GlobalGate)):
                 continue
             keys = {f"{name}.{k}" for k in module.state_dict()}
             if not keys <= fresh_set:
                 continue
-            last = module.conv2 if isinstance(module, ResidualBlock) else module.mix2
+            last = {ResidualBlock: "conv2", SpectralBranch: "mix2", GlobalGate: "fc"}[type(module)]
+            last = getattr(module, last)
             for parameter in last.parameters():
                 parameter.zero_()
             covered |= keys
@@ -251,6 +290,8 @@ class DeblurConfig:
     spectral : give the bottom level's residual blocks (1/4 of the input's resolution) a
         :class:`SpectralBranch`, i.e. image-wide filtering; there it costs about 15% more time per training
         step, where every block having one would double it.
+    gated : give every residual block a :class:`GlobalGate` (image-wide context; cheap: one mean per
+        channel and a C x C matrix).
     """
 
     channels: int = 24
@@ -258,13 +299,14 @@ class DeblurConfig:
     scales: int = 3
     image_channels: int = 3
     spectral: bool = False
+    gated: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def _level(channels: int, blocks: int, spectral: bool) -> nn.Sequential:
-    return nn.Sequential(*[ResidualBlock(channels, spectral=spectral) for _ in range(blocks)])
+def _level(channels: int, blocks: int, *, spectral: bool, gated: bool) -> nn.Sequential:
+    return nn.Sequential(*[ResidualBlock(channels, spectral=spectral, gated=gated) for _ in range(blocks)])
 
 
 class EncoderDecoder(nn.Module):
@@ -273,17 +315,17 @@ class EncoderDecoder(nn.Module):
 
     def __init__(self, config: DeblurConfig) -> None:
         super().__init__()
-        c, n, s, img = config.channels, config.blocks, config.spectral, config.image_channels
+        c, n, img, g = config.channels, config.blocks, config.image_channels, config.gated
         self.head = nn.Conv2d(2 * img, c, 3, padding=1)
-        self.enc1 = _level(c, n, False)
+        self.enc1 = _level(c, n, spectral=False, gated=g)
         self.down1 = nn.Conv2d(c, 2 * c, 3, stride=2, padding=1)
-        self.enc2 = _level(2 * c, n, False)
+        self.enc2 = _level(2 * c, n, spectral=False, gated=g)
         self.down2 = nn.Conv2d(2 * c, 4 * c, 3, stride=2, padding=1)
-        self.bottom = _level(4 * c, 2 * n, s)
+        self.bottom = _level(4 * c, 2 * n, spectral=config.spectral, gated=g)
         self.up2 = nn.ConvTranspose2d(4 * c, 2 * c, 4, stride=2, padding=1)
-        self.dec2 = _level(2 * c, n, False)
+        self.dec2 = _level(2 * c, n, spectral=False, gated=g)
         self.up1 = nn.ConvTranspose2d(2 * c, c, 4, stride=2, padding=1)
-        self.dec1 = _level(c, n, False)
+        self.dec1 = _level(c, n, spectral=False, gated=g)
         self.tail = nn.Conv2d(c, img, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

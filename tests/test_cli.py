@@ -358,6 +358,8 @@ def test_unknown_precision_is_a_usage_error(runner, tmp_path, make_image):
 @pytest.mark.parametrize(("args", "message"), [
     (["--blocks", "0"], "--blocks must be at least 1"),
     (["--task", "sr", "--spectral"], "--spectral applies to --task deblur only"),
+    (["--task", "sr", "--gated"], "--gated applies to --task deblur only"),
+    (["--frequency-loss", "-1"], "--frequency-loss must be non-negative"),
     (["--curriculum", "1.5"], "--curriculum must be a fraction in [0, 1]"),
 ])
 def test_train_rejects_bad_architecture_options(runner, tmp_path, args, message):
@@ -378,10 +380,13 @@ def test_train_grows_a_deblur_network_from_init_weights(runner, tmp_path, make_i
     out = tmp_path / "run"
     result = runner.invoke(app, ["train", "--task", "deblur", "--data", str(data), "--out", str(out), "--steps", "1",
                                  "--batch", "1", "--patch", "32", "--warmup", "1", "--blocks", "3", "--spectral",
+                                 "--gated", "--frequency-loss", "0.5",
                                  "--init", str(tmp_path / "small.safetensors"), "--quiet"])
     assert result.exit_code == 0, result.output
     record = json.loads((out / "last.json").read_text())
-    assert record["config"]["deblur"]["blocks"] == 3 and record["config"]["deblur"]["spectral"] is True
-    assert record["params"] == count_parameters(SRNDeblur(DeblurConfig(blocks=3, spectral=True)))
+    deblur = record["config"]["deblur"]
+    assert deblur["blocks"] == 3 and deblur["spectral"] is True and deblur["gated"] is True
+    assert record["config"]["frequency_loss"] == 0.5
+    assert record["params"] == count_parameters(SRNDeblur(DeblurConfig(blocks=3, spectral=True, gated=True)))
     assert record["init"]["file"].endswith("small.safetensors")
     assert record["config"]["curriculum"] == 0.0  # a fine-tune starts with full-size blurs

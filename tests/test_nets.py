@@ -9,6 +9,7 @@ from torch.nn import functional as F
 
 from srdeblur.nets import (
     DeblurConfig,
+    GlobalGate,
     LapSR,
     ResidualBlock,
     SRConfig,
@@ -17,6 +18,7 @@ from srdeblur.nets import (
     bilinear_upsampler_weight,
     count_parameters,
     float32_layer,
+    global_gate,
     load_grown,
 )
 
@@ -323,3 +325,58 @@ def test_grow_refuses_what_cannot_start_as_the_identity():
     del partial["net.head.weight"]
     with pytest.raises(ValueError, match="identity"):
         load_grown(SRNDeblur(DeblurConfig(channels=4)), partial)
+
+
+# ------------------------------------------------------------------------------- global gate
+
+
+def test_global_gate_matches_hand_computed_scales():
+    # channel means (1, 3); W = [[0, 1], [0.5, 0]], b = (0.1, 0) -> scales 1 + (3.1, 0.5) = (4.1, 1.5)
+    features = torch.stack([torch.tensor([[0.0, 2.0]]), torch.tensor([[1.0, 5.0]])])[None]
+    weight, bias = torch.tensor([[0.0, 1.0], [0.5, 0.0]]), torch.tensor([0.1, 0.0])
+    expected = features * torch.tensor([4.1, 1.5])[None, :, None, None]
+    torch.testing.assert_close(global_gate(features, weight, bias), expected)
+
+
+def test_global_gate_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="global_gate expects"):
+        global_gate(torch.rand(2, 3, 4), torch.zeros(3, 3), torch.zeros(3))
+    with pytest.raises(ValueError, match="global_gate expects"):
+        global_gate(torch.rand(1, 3, 4, 4), torch.zeros(2, 2), torch.zeros(2))
+
+
+def test_global_gate_starts_as_the_identity_and_sees_the_whole_map():
+    x = torch.rand(2, 4, 9, 11)
+    assert torch.equal(GlobalGate(4)(x), x)
+    gate = GlobalGate(4)
+    nn.init.normal_(gate.fc.weight)
+    poked = x.clone()
+    poked[..., 0, 0] += 5.0
+    with torch.no_grad():  # one corner pixel changes the far corner's output
+        assert (gate(x) - gate(poked))[..., -1, -1].abs().max() > 1e-3
+
+
+def test_gated_config_gates_every_residual_block():
+    model = SRNDeblur(DeblurConfig(channels=4, blocks=1, gated=True))
+    blocks = [m for m in model.modules() if isinstance(m, ResidualBlock)]
+    assert len(blocks) == 6 and all(isinstance(b.gate, GlobalGate) for b in blocks)
+    widths = [4, 8, 16, 16, 8, 4]  # enc1, enc2, bottom x2, dec2, dec1
+    plain = count_parameters(SRNDeblur(DeblurConfig(channels=4, blocks=1)))
+    assert count_parameters(model) == plain + sum(c * c + c for c in widths)
+
+
+def test_gated_network_grows_from_plain_weights_and_trains_its_gates():
+    torch.manual_seed(5)
+    plain = SRNDeblur(DeblurConfig(channels=4, blocks=1))
+    gated = SRNDeblur(DeblurConfig(channels=4, blocks=2, gated=True))
+    for module in gated.modules():  # a fresh gate must be zeroed by load_grown, not by luck
+        if isinstance(module, GlobalGate):
+            nn.init.normal_(module.fc.weight)
+    fresh = load_grown(gated, plain.state_dict())
+    assert "net.enc1.0.gate.fc.weight" in fresh and "net.bottom.3.gate.fc.bias" in fresh
+    x = torch.rand(1, 3, 32, 48)
+    with torch.no_grad():
+        for a, b in zip(plain(x), gated(x)):
+            torch.testing.assert_close(a, b)
+    gated(x)[-1].square().mean().backward()
+    assert gated.net.enc1[0].gate.fc.weight.grad.abs().sum() > 0

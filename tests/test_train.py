@@ -18,11 +18,13 @@ from srdeblur.nets import SRConfig
 from srdeblur.train import (
     TrainConfig,
     charbonnier,
+    frequency_l1,
     learning_rate_at,
     load_checkpoint,
     load_training_images,
     make_sr_batch,
     train,
+    training_loss,
 )
 from srdeblur.weights import load_tensors
 
@@ -85,6 +87,28 @@ def test_charbonnier_matches_hand_value():
     prediction, target = torch.zeros(1, 1, 1, 2), torch.tensor([[[[0.0, 0.3]]]])
     expected = (math.sqrt(1e-6) + math.sqrt(0.09 + 1e-6)) / 2
     assert float(charbonnier(prediction, target)) == pytest.approx(expected)
+
+
+def test_frequency_l1_matches_hand_values():
+    # A difference of +1 at pixel (1, 2) of a 4x4 image: every orthonormal coefficient is (1/4) e^(-i pi (k/2 + l)),
+    # i.e. +-1/4 or +-i/4; rfft2 keeps 4x3 of them -> mean |.| over 12 real and 12 imaginary parts = 3 / 24.
+    prediction, target = torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4)
+    prediction[..., 1, 2] = 1.0
+    assert float(frequency_l1(prediction, target)) == pytest.approx(0.125)
+    # a constant difference c lives in the DC coefficient alone: 4c / 24
+    assert float(frequency_l1(torch.full((1, 1, 4, 4), 0.3), torch.zeros(1, 1, 4, 4))) == pytest.approx(1.2 / 24)
+
+
+def test_training_loss_sums_levels_and_weights_the_frequency_term():
+    generator = torch.Generator().manual_seed(0)
+    outputs = [torch.rand(2, 3, 8, 8, generator=generator), torch.rand(2, 3, 16, 16, generator=generator)]
+    targets = [torch.rand(2, 3, 8, 8, generator=generator), torch.rand(2, 3, 16, 16, generator=generator)]
+    pixel = sum(charbonnier(o, t) for o, t in zip(outputs, targets))
+    spectral = sum(frequency_l1(o, t) for o, t in zip(outputs, targets))
+    assert float(training_loss(outputs, targets, frequency_weight=0.0)) == pytest.approx(float(pixel))
+    assert float(training_loss(outputs, targets, frequency_weight=0.5)) == pytest.approx(float(pixel + 0.5 * spectral))
+    with pytest.raises(ValueError):
+        training_loss(outputs, targets[:1], frequency_weight=0.0)
 
 
 def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(image_folder, tmp_path):
