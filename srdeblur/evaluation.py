@@ -207,11 +207,13 @@ def levin_samples(levin_folder: Path, *, limit: int | None = None) -> Iterator[S
         yield Sample(f"{image_name}/{kernel_name}", read_image(path).pixels, sharp, kernels[kernel_name], kernel_name)
 
 
-def _restore_sr(sample: Sample, method: str, scale: int, model) -> torch.Tensor:
-    return inference.upscale(sample.degraded, scale=scale, method=method, model=model if method == "net" else None)
+def _restore_sr(sample: Sample, method: str, scale: int, model, ensemble: int) -> torch.Tensor:
+    if method != "net":
+        return inference.upscale(sample.degraded, scale=scale, method=method)
+    return inference.upscale(sample.degraded, scale=scale, method=method, model=model, ensemble=ensemble)
 
 
-def _restore_deblur(sample: Sample, method: str, settings: DeblurSettings, model) -> torch.Tensor:
+def _restore_deblur(sample: Sample, method: str, settings: DeblurSettings, model, ensemble: int) -> torch.Tensor:
     if method == "input":
         return sample.degraded
     if method == "wiener":
@@ -221,7 +223,7 @@ def _restore_deblur(sample: Sample, method: str, settings: DeblurSettings, model
             sample.degraded, method="rl", psf=sample.psf,
             iterations=settings.rl_iterations, tv_weight=settings.rl_tv_weight,
         )
-    return inference.deblur(sample.degraded, method=method, model=model)
+    return inference.deblur(sample.degraded, method=method, model=model, ensemble=ensemble)
 
 
 def evaluate(
@@ -234,6 +236,7 @@ def evaluate(
     limit: int | None = None,
     settings: DeblurSettings = DeblurSettings(),
     models: dict[str, torch.nn.Module] | None = None,
+    ensemble: int = 1,
     on_row: Callable[[dict], None] | None = None,
     on_output: Callable[[Sample, str, torch.Tensor], None] | None = None,
 ) -> Evaluation:
@@ -246,6 +249,7 @@ def evaluate(
     methods : SR: "bicubic", "lanczos", "net"; deblur: "input", "wiener", "rl", "net".
     limit : evaluate only the first ``limit`` images (in sorted order) — for quick looks.
     models : loaded networks by task (``{"sr": model}``), default: the shipped weights.
+    ensemble : the network's self-ensemble, 1, 2, 4 or 8 transforms (see :mod:`srdeblur.inference`).
     on_row : called with each row as soon as it is measured.
     on_output : called as ``on_output(sample, method, output)`` with each restored image, a ``(1, C, H, W)``
         float32 tensor in [0, 1] (not quantised and, for ``levin``, not aligned), right before its row is
@@ -265,6 +269,8 @@ def evaluate(
     for method in methods:
         if method not in allowed:
             raise ValueError(f"unknown {task} method {method!r}; expected some of {', '.join(allowed)}")
+    if ensemble not in inference.ENSEMBLES:
+        raise ValueError(f"ensemble must be one of {inference.ENSEMBLES}, got {ensemble}")
     model = (models or {}).get(task)
     if "net" in methods and model is None:
         from srdeblur.weights import load_model
@@ -296,14 +302,16 @@ def evaluate(
             f"rl {settings.rl_iterations} iterations, tv {settings.rl_tv_weight:g}",
         }
 
+    if ensemble > 1 and "net" in methods:
+        conventions["net"] = f"self-ensemble of {ensemble} flips/rotations"
     evaluation = Evaluation(name, task, scale if task == "sr" else 1, methods, conventions)
     for sample in samples:
         for method in methods:
             started = time.perf_counter()
             if task == "sr":
-                output = _restore_sr(sample, method, scale, model)
+                output = _restore_sr(sample, method, scale, model, ensemble)
             else:
-                output = _restore_deblur(sample, method, settings, model)
+                output = _restore_deblur(sample, method, settings, model, ensemble)
             seconds = time.perf_counter() - started
             if on_output:
                 on_output(sample, method, output)

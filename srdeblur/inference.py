@@ -9,6 +9,11 @@ compute it natively (AVX512-BF16 / AMX), and in float32 elsewhere; the layers th
 always run in float32 (:func:`srdeblur.nets.float32_layer`). Measured with ``benchmarks/bench_backends.py``
 on such a CPU: 1.5-1.8x faster, Set5 Y-PSNR within 0.001 dB of float32 (x2 and x4). ``precision="float32"``
 computes everything in float32.
+
+Self-ensemble (``ensemble=8``, EDSR's "+" models): the network runs on the image under each of the 8
+flips and 90-degree rotations, each output is turned back, and the 8 are averaged (:func:`self_ensemble`).
+The networks are not equivariant, so their errors partly differ and partly cancel; it costs 8x the time.
+``ensemble=2`` / ``4`` use the first 2 / 4 of the transforms.
 """
 
 from __future__ import annotations
@@ -30,12 +35,14 @@ log = logging.getLogger(__name__)
 __all__ = [
     "UPSCALE_METHODS", "DEBLUR_METHODS", "SCALES", "upscale", "deblur", "upscale_with_net", "deblur_with_net",
     "tiled_forward", "tiled_bands", "auto_tile", "DEBLUR_TILE_OVERLAP", "PRECISIONS", "bfloat16_is_native", "uses_bfloat16",
+    "ENSEMBLES", "self_ensemble",
 ]
 
 UPSCALE_METHODS = ("net", "bicubic", "lanczos")
 DEBLUR_METHODS = ("net", "wiener", "rl")
 SCALES = (2, 3, 4, 8)
 PRECISIONS = ("auto", "float32")
+ENSEMBLES = (1, 2, 4, 8)
 # LR pixels of reflect padding around the network's input, cropped from its output: borders then see
 # image-like context instead of the zeros of convolution padding.
 NET_BORDER = 8
@@ -69,6 +76,32 @@ def uses_bfloat16(precision: str) -> bool:
 def _network_precision(precision: str) -> torch.autocast:
     """The autocast context the networks run under for ``precision``."""
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=uses_bfloat16(precision))
+
+
+def _dihedral(image: torch.Tensor, index: int, *, inverse: bool = False) -> torch.Tensor:
+    """Transform ``index`` in 0..7 of ``(..., H, W)``: ``index // 2`` quarter turns after a left-right flip if
+    ``index`` is odd (``inverse``: undo it)."""
+    turns, flip = divmod(index, 2)
+    if inverse:
+        turned = torch.rot90(image, -turns, dims=(-2, -1))
+        return turned.flip(-1) if flip else turned
+    return torch.rot90(image.flip(-1) if flip else image, turns, dims=(-2, -1))
+
+
+def self_ensemble(function: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, *, count: int = 8) -> torch.Tensor:
+    """Mean of ``function`` over the first ``count`` (1, 2, 4 or 8) flips/rotations of ``image``, each undone.
+
+    ``function`` maps ``(B, C, H, W)`` to ``(B, C, sH, sW)`` for any H, W (``s``: its scale factor); so does
+    the result, in float32. The transforms are the identity, a left-right flip, then both turned by 90, 180,
+    270 degrees.
+    """
+    if count not in ENSEMBLES:
+        raise ValueError(f"ensemble must be one of {ENSEMBLES}, got {count}")
+    total = None
+    for index in range(count):
+        output = _dihedral(function(_dihedral(image, index).contiguous()), index, inverse=True).float()
+        total = output if total is None else total.add_(output)
+    return total / count
 
 
 def _check_image(image: torch.Tensor) -> None:
@@ -118,6 +151,7 @@ def upscale(
     on_tile: Callable[[int, int], None] | None = None,
     into: Canvas | None = None,
     precision: str = "auto",
+    ensemble: int = 1,
 ) -> torch.Tensor:
     """Upscale ``(B, C, H, W)`` in [0, 1] by an integer ``scale`` in {2, 3, 4, 8}.
 
@@ -133,6 +167,8 @@ def upscale(
         float32 tensor: the memory-bounded path for very large outputs.
     precision : ``"auto"`` (bfloat16 hidden layers where the CPU has them natively) or ``"float32"``; the
         network only (see the module docstring).
+    ensemble : 1, 2, 4 or 8: average the network over that many flips/rotations (:func:`self_ensemble`;
+        that many times the time). The network only.
 
     Returns
     -------
@@ -151,13 +187,20 @@ def upscale(
 
             model = load_model("lapsr")
         uses_bfloat16(precision)  # an unknown precision fails here, before any work
-        function = lambda piece: upscale_with_net(piece, model, scale=scale, precision=precision)  # type: ignore[arg-type]  # noqa: E731
+        function = _ensembled(lambda piece: upscale_with_net(piece, model, scale=scale, precision=precision), ensemble)  # type: ignore[arg-type]
     else:
         raise ValueError(f"unknown upscale method {method!r}; expected one of {UPSCALE_METHODS}")
     if tile is None:
         per_pixel = _NET_BYTES_PER_OUTPUT_PIXEL if method == "net" else _RESIZE_BYTES_PER_OUTPUT_PIXEL
         tile = auto_tile(image, bytes_per_output_pixel=per_pixel, scale=scale)
     return _run(image, function, scale=scale, tile=tile, overlap=tile_overlap, on_tile=on_tile, into=into)
+
+
+def _ensembled(function: TileFunction, count: int) -> TileFunction:
+    """``function`` itself for ``count`` 1, else its :func:`self_ensemble` (an unknown count fails here)."""
+    if count not in ENSEMBLES:
+        raise ValueError(f"ensemble must be one of {ENSEMBLES}, got {count}")
+    return function if count == 1 else lambda piece: self_ensemble(function, piece, count=count)
 
 
 def _run(image: torch.Tensor, function: TileFunction, *, scale: int, tile: int, overlap: int,
@@ -211,11 +254,13 @@ def deblur(
     on_tile: Callable[[int, int], None] | None = None,
     into: Canvas | None = None,
     precision: str = "auto",
+    ensemble: int = 1,
 ) -> torch.Tensor:
     """Deblur ``(B, C, H, W)`` in [0, 1]; ``wiener`` and ``rl`` need the ``psf`` ``(kh, kw)`` (sum 1).
 
     ``iterations`` and ``tv_weight`` apply to Richardson-Lucy, ``balance`` to Wiener. ``tile``,
-    ``tile_overlap``, ``on_tile``, ``into`` and ``precision`` apply to the network (see :func:`upscale`); the classical
+    ``tile_overlap``, ``on_tile``, ``into``, ``precision`` and ``ensemble`` apply to the network (see
+    :func:`upscale`); the classical
     methods work on the whole image at once (their FFTs are global).
     """
     _check_image(image)
@@ -231,7 +276,7 @@ def deblur(
 
             model = load_model("srndeblur")
         uses_bfloat16(precision)  # an unknown precision fails here, before any work
-        function: TileFunction = lambda piece: deblur_with_net(piece, model, precision=precision)  # type: ignore[arg-type]  # noqa: E731
+        function = _ensembled(lambda piece: deblur_with_net(piece, model, precision=precision), ensemble)  # type: ignore[arg-type]
         if tile is None:
             tile = auto_tile(image, bytes_per_output_pixel=_NET_BYTES_PER_OUTPUT_PIXEL, scale=1)
         return _run(image, function, scale=1, tile=tile, overlap=tile_overlap, on_tile=on_tile, into=into)

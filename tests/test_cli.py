@@ -245,6 +245,25 @@ def test_eval_deblur_on_data_root_groups_by_kernel(runner, tmp_path, make_image)
     assert "wiener|kernel1" in report["summary_by_group"]
 
 
+def test_eval_records_the_self_ensemble(runner, png_folder):
+    args = ["eval", "--dataset", str(png_folder), "--scale", "2", "--method", "net", "--json", "--quiet"]
+    single = json.loads(runner.invoke(app, args).stdout)
+    result = runner.invoke(app, [*args, "--ensemble", "8"])
+    assert result.exit_code == 0, result.output
+    ensembled = json.loads(result.stdout)
+    assert ensembled["conventions"]["net"] == "self-ensemble of 8 flips/rotations" and "net" not in single["conventions"]
+    assert ensembled["summary"]["net"]["psnr"] != single["summary"]["net"]["psnr"]
+
+
+@pytest.mark.parametrize("command", ["upscale", "deblur", "eval"])
+def test_bad_ensemble_is_a_usage_error(runner, tmp_path, make_image, command):
+    source = _png(tmp_path / "photo.png", make_image(6, 9))
+    args = [command, str(source)] if command != "eval" else [command, "--dataset", str(tmp_path)]
+    result = runner.invoke(app, [*args, "--ensemble", "3"])
+    _assert_clean_error(result, 2, "--ensemble must be 1, 2, 4 or 8")
+    assert not (tmp_path / "photo_x4.png").exists() and not (tmp_path / "photo_deblurred.png").exists()
+
+
 def test_eval_unknown_dataset(runner):
     result = runner.invoke(app, ["eval", "--dataset", "nonexistent", "--scale", "2", "--method", "bicubic"])
     _assert_clean_error(result, 2, "nonexistent")

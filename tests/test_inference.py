@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from srdeblur.classical import blur
-from srdeblur.inference import bfloat16_is_native, deblur, deblur_with_net, upscale, upscale_with_net
+from srdeblur.inference import bfloat16_is_native, deblur, deblur_with_net, self_ensemble, upscale, upscale_with_net
 from srdeblur.kernels import gaussian_psf
 from srdeblur.nets import DeblurConfig, LapSR, SRConfig, SRNDeblur
 from srdeblur.resize import imresize
@@ -181,6 +181,56 @@ def test_deblur_rejects_unknown_method_and_bad_shape(make_image):
         deblur(make_image(8, 8), method="sharpen", psf=_delta())  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="expected a"):
         deblur(torch.rand(1, 2, 8, 8), method="wiener", psf=_delta())
+
+
+# ----------------------------------------------------------------------------- self-ensemble
+
+
+def _column_ramp(x: torch.Tensor) -> torch.Tensor:
+    """Not equivariant: weights each pixel by its column index in the image it is given."""
+    return x * torch.arange(x.shape[-1], dtype=x.dtype)
+
+
+@pytest.mark.parametrize("count", [1, 2, 4, 8])
+def test_self_ensemble_of_an_equivariant_function_is_the_function(count):
+    image = torch.rand(2, 3, 5, 7, generator=torch.Generator().manual_seed(0))
+    double = lambda x: torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")  # noqa: E731
+    torch.testing.assert_close(self_ensemble(double, image, count=count), double(image))
+
+
+def test_self_ensemble_averages_the_transforms_hand_values():
+    image = torch.rand(1, 1, 6, 6, generator=torch.Generator().manual_seed(1))
+    columns = torch.arange(6.0)
+    # identity + left-right flip: column weights j and 5 - j -> 2.5 everywhere
+    torch.testing.assert_close(self_ensemble(_column_ramp, image, count=2), image * 2.5)
+    # identity, flip, then each turned a quarter counter-clockwise: the turned image's column index is the
+    # original row i in both turned cases, so the weights are j, 5 - j, i, i
+    four = image * (columns + (5 - columns) + 2 * columns[:, None]) / 4
+    torch.testing.assert_close(self_ensemble(_column_ramp, image, count=4), four)
+    torch.testing.assert_close(self_ensemble(_column_ramp, image, count=8), image * 2.5)
+    assert not torch.allclose(_column_ramp(image), image * 2.5)
+
+
+def test_self_ensemble_rejects_other_counts():
+    with pytest.raises(ValueError, match="ensemble must be one of"):
+        self_ensemble(_column_ramp, torch.rand(1, 1, 4, 4), count=3)
+    with pytest.raises(ValueError, match="ensemble must be one of"):
+        deblur(torch.rand(1, 3, 8, 8), method="net", model=SRNDeblur(DeblurConfig(channels=4)), ensemble=5)
+
+
+def test_deblur_and_upscale_ensemble_is_the_mean_over_turned_inputs(small_deblur_model, small_model):
+    image = torch.rand(1, 3, 20, 12, generator=torch.Generator().manual_seed(2))
+    turned = torch.rot90(image, 1, dims=(-2, -1))
+    whole = deblur_with_net(image, small_deblur_model)
+    back = torch.rot90(deblur_with_net(turned, small_deblur_model), -1, dims=(-2, -1))
+    flipped = deblur_with_net(image.flip(-1), small_deblur_model).flip(-1)
+    turned_flip = torch.rot90(deblur_with_net(torch.rot90(image.flip(-1), 1, dims=(-2, -1)), small_deblur_model),
+                              -1, dims=(-2, -1)).flip(-1)
+    expected = ((whole + flipped + back + turned_flip) / 4).clamp(0, 1)
+    torch.testing.assert_close(deblur(image, method="net", model=small_deblur_model, tile=0, ensemble=4), expected)
+    sr = upscale(image, scale=2, method="net", model=small_model, tile=0, ensemble=2)
+    sr_expected = (upscale_with_net(image, small_model, scale=2) + upscale_with_net(image.flip(-1), small_model, scale=2).flip(-1)) / 2
+    torch.testing.assert_close(sr, sr_expected.clamp(0, 1))
 
 
 # ----------------------------------------------------------------------------- tiling
