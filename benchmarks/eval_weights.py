@@ -47,6 +47,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--methods", default="input,wiener,rl,net",
                         help="srndeblur: methods beside each other (input,net skips the slow classical ones)")
+    parser.add_argument("--ensemble", type=int, default=1, help="the network's self-ensemble: 1, 2, 4 or 8 transforms")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -54,22 +55,27 @@ def main() -> None:
     manifest_path = weights_dir() / f"{args.name}.json"
     manifest = read_manifest(args.name)
     metrics = {}
+    ensemble = f" --ensemble {args.ensemble}" if args.ensemble > 1 else ""
+    key = "metrics" if args.ensemble == 1 else f"metrics_ensemble{args.ensemble}"
     started = time.time()
     if args.name == "lapsr":
         for dataset, scale in SR_RUNS:
-            evaluation = evaluate(dataset, scale=scale, methods=("bicubic", "net"), models={"sr": model})
-            command = f"srdeblur eval --dataset {dataset} --scale {scale} --method bicubic,net"
+            evaluation = evaluate(dataset, scale=scale, methods=("bicubic", "net"), models={"sr": model},
+                                  ensemble=args.ensemble)
+            command = f"srdeblur eval --dataset {dataset} --scale {scale} --method bicubic,net{ensemble}"
             metrics[f"{dataset}_x{scale}"] = _record(args.name, f"{dataset} x{scale}", evaluation, command)
     else:
         limit = f" --limit {args.limit}" if args.limit else ""
+        net_options = {"models": {"deblur": model}, "ensemble": args.ensemble}
         methods = tuple(args.methods.split(","))
-        evaluation = evaluate("sun2013", task="deblur", methods=methods, models={"deblur": model}, limit=args.limit)
+        evaluation = evaluate("sun2013", task="deblur", methods=methods, limit=args.limit, **net_options)
         metrics["sun2013"] = _record(args.name, "sun2013", evaluation,
-                                     f"srdeblur eval --dataset sun2013 --method {args.methods}{limit}")
-        evaluation = evaluate("levin", task="deblur", methods=methods, models={"deblur": model})
-        metrics["levin"] = _record(args.name, "levin", evaluation, f"srdeblur eval --dataset levin --method {args.methods}")
-    manifest["metrics"] = metrics
-    manifest["metrics_measured"] = {"date": time.strftime("%Y-%m-%d"), "seconds": round(time.time() - started)}
+                                     f"srdeblur eval --dataset sun2013 --method {args.methods}{limit}{ensemble}")
+        evaluation = evaluate("levin", task="deblur", methods=methods, **net_options)
+        metrics["levin"] = _record(args.name, "levin", evaluation,
+                                   f"srdeblur eval --dataset levin --method {args.methods}{ensemble}")
+    manifest[key] = metrics
+    manifest[f"{key}_measured"] = {"date": time.strftime("%Y-%m-%d"), "seconds": round(time.time() - started)}
     temporary = manifest_path.with_name(f".{manifest_path.name}.tmp")
     temporary.write_text(json.dumps(manifest, indent=1) + "\n")
     os.replace(temporary, manifest_path)
