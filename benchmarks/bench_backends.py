@@ -46,7 +46,7 @@ Accuracy: the max absolute difference of each variant's output from eager's on t
 variant that differs by more than ``--psnr-threshold`` (default 1e-4), the paper-convention Y-PSNR through
 ``srdeblur.evaluation.evaluate`` (MATLAB-bicubic LR, 8-bit output, Y of BT.601, ``scale`` px shaved) on Set5
 at the configuration's scale, against eager's in the same run. ``srndeblur`` is scored on the first
-``--deblur-limit`` (8) of Levin et al.'s real blurred images (``levin``: aligned over integer shifts).
+``--deblur-limit`` (8) of Levin et al.'s real blurred images (``levin``: aligned as ``srdeblur eval`` does).
 
 Output: a Markdown table on stdout and JSON (rows with every timing, environment, arguments) in ``--out``.
 """

@@ -188,19 +188,21 @@ def y_metrics(output: torch.Tensor, ground_truth: torch.Tensor, *, shave: int) -
 
 def measure_method(
     method: Method, samples: list[Sample], *, shave: int, source: Callable[[Sample], Any] = lambda s: s.degraded,
-    max_shift: int = 0,
+    settings: DeblurSettings | None = None,
 ) -> list[dict]:
     """One row per sample (Y-PSNR, SSIM, seconds, output megapixels), after a warm-up on the first sample.
 
-    ``max_shift`` > 0 scores each output at its best integer shift, as ``srdeblur eval`` does for deblurring.
+    With deblurring ``settings``, each output is scored at its best shift (``settings.alignment``), as
+    ``srdeblur eval`` does.
     """
     run_timed(method, source(samples[0]))
     rows = []
     for sample in samples:
         output, seconds = run_timed(method, source(sample))
         scored, truth = output, sample.ground_truth
-        if max_shift:
-            scored, truth = align_shift(quantize_8bit(output), truth.expand_as(output), max_shift=max_shift)
+        if settings is not None:
+            alignment = settings.alignment(*truth.shape[-2:])
+            scored, truth = align_shift(quantize_8bit(output), truth.expand_as(output), **alignment)
         value_psnr, value_ssim = y_metrics(scored, truth, shave=shave)
         rows.append({
             "image": sample.name, "psnr": value_psnr, "ssim": value_ssim, "seconds": seconds,
@@ -324,7 +326,7 @@ def benchmark_deblur(args: argparse.Namespace, notes: list[str]) -> tuple[list[d
     summaries = []
     for method in deblur_methods(settings, model):
         log(f"deblur: {method.name}")
-        rows = measure_method(method, samples, shave=0, source=lambda sample: sample, max_shift=settings.max_shift)
+        rows = measure_method(method, samples, shave=0, source=lambda sample: sample, settings=settings)
         summaries.append(summarize(method.name, rows, reference=method.reference))
     add_time_ratios(summaries, lambda summary: summary["reference"])
     add_psnr_differences(summaries)
@@ -588,7 +590,7 @@ def deblur_section(rows: list[dict], config: dict) -> str:
              f"noise {config['noise_sigma']:g}; Wiener balance {config['wiener_balance']:g}, "
              f"RL {config['rl_iterations']} iterations; scikit-image runs per channel on srdeblur's padded input "
              "(that padding counted in its time, as srdeblur's own is); every output, the input included, scored "
-             "at its best integer shift (at most 5 px), as `srdeblur eval` does.")
+             "at its best shift (at most 5 px, quarter-pixel steps, 15 px shaved), as `srdeblur eval` does.")
     return "## Deblurring\n\n" + intro + "\n\n" + markdown_table(headers, body)
 
 

@@ -5,7 +5,7 @@
 Same photos (the first ``--photos`` SunHays80 images, centre crops), same noise (sigma 1%, 8-bit), three kernel
 sets: Levin et al.'s 8, our random camera shakes (``srdeblur.kernels.random_motion_psf``) at the same sizes,
 and the training run's 6 validation kernels. For each set: the mean Y-PSNR gain of the shipped ``srndeblur``
-over the blurred input (both scored at their best integer shift, as ``srdeblur eval`` does), and two kernel
+over the blurred input (both scored at their best shift, as ``srdeblur eval`` does), and two kernel
 statistics: the support (pixels above 5% of the peak) and the share of the energy in the 10 brightest pixels.
 A gain much lower on Levin's kernels than on ours means the training kernels do not look like real shakes.
 """
@@ -18,7 +18,7 @@ import torch
 
 from srdeblur.classical import blur
 from srdeblur.degrade import add_gaussian_noise, quantize_8bit
-from srdeblur.evaluation import levin_kernels, resolve_dataset
+from srdeblur.evaluation import DeblurSettings, levin_kernels, resolve_dataset
 from srdeblur.inference import deblur
 from srdeblur.io import list_images, read_image
 from srdeblur.kernels import random_motion_psf
@@ -41,8 +41,9 @@ def mean_gain(photos: list[torch.Tensor], kernels: list[torch.Tensor], model) ->
             noise = torch.Generator().manual_seed(index)
             blurred = quantize_8bit(add_gaussian_noise(blur(sharp, psf), 0.01, generator=noise))
             restored = quantize_8bit(deblur(blurred, model=model, tile=0))
-            before = psnr(*align_shift(blurred, sharp, max_shift=5))[0]
-            after = psnr(*align_shift(restored, sharp, max_shift=5))[0]
+            alignment = DeblurSettings().alignment(*sharp.shape[-2:])
+            before = psnr(*align_shift(blurred, sharp, **alignment))[0]
+            after = psnr(*align_shift(restored, sharp, **alignment))[0]
             gains.append(float(after - before))
     return sum(gains) / len(gains)
 

@@ -206,7 +206,8 @@ def test_deblur_input_row_is_psnr_of_the_degraded_sample(fake_root):
     first = next(iter(synthetic_blur_samples(folder, kernels, noise_sigma=0.01)))
     result = evaluate("sun2013", root=fake_root, methods=("input",), limit=1)
     assert result.rows[0]["image"] == first.name
-    aligned, target = align_shift(first.degraded, first.ground_truth, max_shift=DeblurSettings().max_shift)
+    alignment = DeblurSettings().alignment(*first.ground_truth.shape[-2:])
+    aligned, target = align_shift(first.degraded, first.ground_truth, **alignment)
     assert result.rows[0]["psnr"] == pytest.approx(float(psnr(aligned, target)[0]), abs=1e-9)
 
 
@@ -229,6 +230,13 @@ def test_deblur_scores_every_method_at_its_best_shift(tmp_path, make_image):
     # Only 1 % noise and 8-bit rounding are left once the 2 px translation is undone (about 40 dB).
     assert row["psnr"] > 38.0
     assert row["psnr"] > unaligned + 10.0
+
+
+def test_alignment_follows_levin_and_shrinks_the_border_on_small_images():
+    settings = DeblurSettings()
+    assert settings.alignment(255, 255) == {"max_shift": 5, "step": 0.25, "border": 15}
+    assert settings.alignment(40, 48)["border"] == 10
+    assert settings.alignment(12, 30)["border"] == 5  # never below the largest shift
 
 
 def test_deblur_evaluation_on_levin_like_folder(fake_root):

@@ -349,6 +349,41 @@ def test_align_shift_zero_and_error_paths():
         align_shift(prediction, target[..., :11])
 
 
+def test_align_shift_finds_quarter_pixel_shifts_with_a_border():
+    # target[r, c] = bilinear sample of the photo at (r + 1.25, c - 2.5): a quarter-pixel grid finds it exactly,
+    # the integer grid cannot (the nearest integer shifts leave an interpolation error).
+    photo = to_tensor(skdata.camera()[180:240, 200:270]).double()  # (1, 1, 60, 70)
+    rows, columns = torch.arange(60.0)[:, None] + 1.25, torch.arange(70.0)[None, :] - 2.5
+    r0, c0, fr, fc = rows.floor().long(), columns.floor().long(), rows % 1, columns % 1
+    def at(r, c):
+        return photo[0, 0, r.clamp(0, 59), c.clamp(0, 69)]
+    sampled = ((1 - fr) * (1 - fc) * at(r0, c0) + (1 - fr) * fc * at(r0, c0 + 1)
+               + fr * (1 - fc) * at(r0 + 1, c0) + fr * fc * at(r0 + 1, c0 + 1))
+    target = sampled[None, None]
+    aligned, cropped = align_shift(photo, target, max_shift=4, step=0.25, border=10)
+    assert aligned.shape == cropped.shape == (1, 1, 40, 50)
+    torch.testing.assert_close(aligned, cropped, rtol=0, atol=1e-12)
+    integer, _ = align_shift(photo, target, max_shift=4, border=10)
+    assert psnr(integer, cropped)[0] < psnr(aligned, cropped)[0] - 10
+
+
+def test_align_shift_fractional_keeps_integer_shifts_exact():
+    gray = to_tensor(skdata.camera()[200:240, 220:264])
+    prediction = gray.roll((2, -3), dims=(-2, -1))
+    aligned, cropped = align_shift(prediction, gray, max_shift=5, step=0.25)
+    torch.testing.assert_close(aligned, cropped.double(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"step": 0.3}, "step must be 1/n"), ({"step": 0.0}, "step must be 1/n"), ({"step": 2.0}, "step must be 1/n"),
+    ({"border": 2}, "border must be an integer of at least max_shift"),
+])
+def test_align_shift_rejects_bad_step_and_border(options, message):
+    prediction, target = random_pair((1, 1, 20, 20), seed=9)
+    with pytest.raises(ValueError, match=message):
+        align_shift(prediction, target, max_shift=3, **options)
+
+
 # ------------------------------------------------------------------------- paper convention end to end
 PUBLISHED_SET5_BICUBIC = {2: (33.64, 0.9299), 3: (30.38, 0.8682), 4: (28.42, 0.8104)}
 
