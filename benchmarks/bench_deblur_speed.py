@@ -1,0 +1,59 @@
+"""Seconds per megapixel of blind deblurring networks beside Wiener's, measured in one process.
+
+    python benchmarks/bench_deblur_speed.py [--photos 2] [--repeats 2] [WEIGHTS_FOLDER ...]
+
+Each ``WEIGHTS_FOLDER`` holds an ``srndeblur`` (e.g. ``weights`` and ``weights/candidates``; default: the shipped
+weights). Times ``srdeblur.inference.deblur`` on the first ``--photos`` SunHays80 photos, whole image (no tiles),
+after one warm-up call per method; Wiener gets a 5x5 Gaussian PSF (its cost does not depend on the kernel).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from srdeblur.evaluation import resolve_dataset
+from srdeblur.inference import deblur
+from srdeblur.io import list_images, read_image
+from srdeblur.kernels import gaussian_psf
+from srdeblur.weights import load_model
+
+
+def seconds_per_megapixel(run, photos: list[torch.Tensor], repeats: int) -> tuple[float, float]:
+    """Mean and minimum over ``repeats`` x ``photos`` of the time of ``run(photo)`` per megapixel."""
+    run(photos[0])
+    times = []
+    for _ in range(repeats):
+        for photo in photos:
+            started = time.perf_counter()
+            run(photo)
+            times.append((time.perf_counter() - started) / (photo.shape[-2] * photo.shape[-1] / 1e6))
+    return sum(times) / len(times), min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folders", nargs="*", type=Path, help="folders holding an srndeblur (default: the shipped one)")
+    parser.add_argument("--photos", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    _, folder = resolve_dataset("sun2013")
+    photos = [read_image(path).pixels for path in sorted(list_images(folder))[: args.photos]]
+    runs = {}
+    for weights in args.folders or [None]:
+        model = load_model("srndeblur", folder=weights)
+        runs[f"net ({weights or 'shipped'})"] = lambda x, model=model: deblur(x, model=model, tile=0)
+    psf = gaussian_psf(1.0, size=5)
+    runs["wiener"] = lambda x: deblur(x, method="wiener", psf=psf)
+    megapixels = sum(p.shape[-2] * p.shape[-1] for p in photos) / len(photos) / 1e6
+    print(f"{len(photos)} photos of {megapixels:.2f} MP on average, {torch.get_num_threads()} threads")
+    for name, run in runs.items():
+        mean, best = seconds_per_megapixel(run, photos, args.repeats)
+        print(f"{name}: {mean:.3f} s/MP (fastest {best:.3f})", flush=True)
+
+
+if __name__ == "__main__":
+    main()
