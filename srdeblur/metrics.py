@@ -367,6 +367,8 @@ def _shifted_window(prediction: Tensor, border: int, dy: float, dx: float, *,
     def crop(oy: int, ox: int) -> Tensor:
         return prediction[..., border + oy : height - border + oy, border + ox : width - border + ox].to(dtype)
 
+    if not fx and not fy:  # an integer shift only copies pixels
+        return crop(top, left)
     window = crop(top, left) * ((1 - fy) * (1 - fx))
     if fx:
         window = window + crop(top, left + 1) * ((1 - fy) * fx)
@@ -431,26 +433,23 @@ def align_shift(
     # The search takes differences in the inputs' precision and sums them in float64 (several times faster
     # than converting every window to float64; the quarter-pixel weights are exact in binary).
     common = torch.promote_types(prediction.dtype, target.dtype)
-    same_precision, height, width = cropped_target.to(common), *target.shape[-2:]
+    reference = cropped_target.to(common)
 
-    def error_of(shift: tuple[int, int]) -> Tensor:
-        window = prediction[..., border + shift[0] : height - border + shift[0],
-                            border + shift[1] : width - border + shift[1]].to(common)
-        return (window - same_precision).square().sum(dim=(1, 2, 3), dtype=torch.float64) / same_precision[0].numel()
+    def mse(images: slice, shift: tuple[float, float]) -> Tensor:
+        window = _shifted_window(prediction[images], border, *shift, dtype=common)
+        return (window - reference[images]).square().sum(dim=(1, 2, 3), dtype=torch.float64) / reference[0].numel()
 
     best_error = torch.full((target.shape[0],), math.inf, dtype=torch.float64, device=target.device)
     best_shift: list[tuple[float, float]] = [(0, 0)] * target.shape[0]
     for shift in _shifts_by_distance(max_shift):
-        error = error_of(shift)
+        error = mse(slice(None), shift)
         for index in torch.nonzero(error < best_error).flatten().tolist():
             best_shift[index] = shift
         best_error = torch.minimum(best_error, error)
     if step < 1:
         for index, (dy, dx) in enumerate(best_shift):
-            single = (prediction[index : index + 1], same_precision[index : index + 1])
             for shift in _fractional_neighbours(dy, dx, step, max_shift):
-                window = _shifted_window(single[0], border, *shift, dtype=common)
-                error = float((window - single[1]).square().sum(dtype=torch.float64)) / single[1].numel()
+                error = float(mse(slice(index, index + 1), shift)[0])
                 if error < float(best_error[index]):
                     best_shift[index], best_error[index] = shift, error
     _logger.debug("align_shift: best (dy, dx) per image %s", best_shift)

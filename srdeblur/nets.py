@@ -262,8 +262,7 @@ def load_grown(model: nn.Module, tensors: dict[str, torch.Tensor]) -> list[str]:
             keys = {f"{name}.{k}" for k in module.state_dict()}
             if not keys <= fresh_set:
                 continue
-            last = {ResidualBlock: "conv2", SpectralBranch: "mix2", GlobalGate: "fc"}[type(module)]
-            last = getattr(module, last)
+            last = getattr(module, {ResidualBlock: "conv2", SpectralBranch: "mix2", GlobalGate: "fc"}[type(module)])
             for parameter in last.parameters():
                 parameter.zero_()
             covered |= keys
