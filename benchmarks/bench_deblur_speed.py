@@ -1,10 +1,12 @@
-"""Seconds per megapixel of blind deblurring networks beside Wiener's, measured in one process.
+"""Seconds per megapixel of blind deblurring (networks, PSF estimation) beside Wiener's, measured in one process.
 
     python benchmarks/bench_deblur_speed.py [--photos 2] [--repeats 2] [WEIGHTS_FOLDER ...]
 
 Each ``WEIGHTS_FOLDER`` holds an ``srndeblur`` (e.g. ``weights`` and ``weights/candidates``; default: the shipped
 weights). Times ``srdeblur.inference.deblur`` on the first ``--photos`` SunHays80 photos, whole image (no tiles),
 after one warm-up call per method; Wiener gets a 5x5 Gaussian PSF (its cost does not depend on the kernel).
+``blind`` is the PSF estimate (on the centred 640 x 640 crop, so its cost hardly grows with the photo) plus 30
+Richardson-Lucy iterations on the whole photo.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ def main() -> None:
     for weights in args.folders or [None]:
         model = load_model("srndeblur", folder=weights)
         runs[f"net ({weights or 'shipped'})"] = lambda x, model=model: deblur(x, model=model, tile=0)
+    runs["blind"] = lambda x: deblur(x, method="blind", iterations=30, tv_weight=0.002)
     psf = gaussian_psf(1.0, size=5)
     runs["wiener"] = lambda x: deblur(x, method="wiener", psf=psf)
     megapixels = sum(p.shape[-2] * p.shape[-1] for p in photos) / len(photos) / 1e6

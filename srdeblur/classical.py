@@ -228,8 +228,13 @@ def _richardson_lucy_planes(
 ) -> torch.Tensor:
     """The Richardson-Lucy iterations on ``(n, M, N)`` padded planes; ``transfer`` is the PSF's rfft2."""
     shape = observed.shape[-2:]
+    # RL is non-negative in exact arithmetic, but FFT round-off leaves values ~1e-7 below zero where the image
+    # is black (data, estimate and re-blurred estimate alike). Divided by the floored re-blurred estimate they
+    # become huge, change sign, and the multiplicative updates diverge to NaN (seen on a photo with black
+    # regions and a 35-px PSF), so the data and every estimate are clamped at 0.
+    observed = observed.clamp(min=0)
     adjoint = transfer.conj()  # correlation with the PSF, i.e. convolution with the flipped PSF
-    estimate = _irfft2(_rfft2(observed).mul_(adjoint), shape)  # x_1 = psf_flipped * (y / (1/2)) * (1/2)
+    estimate = _irfft2(_rfft2(observed).mul_(adjoint), shape).clamp_(min=0)  # x_1 = psf_flipped * (y / (1/2)) * (1/2)
     for _ in range(iterations - 1):
         ratio = _irfft2(_rfft2(estimate).mul_(transfer), shape)
         ratio.clamp_(min=_RL_FLOOR)
@@ -237,7 +242,7 @@ def _richardson_lucy_planes(
         correction = _irfft2(_rfft2(ratio).mul_(adjoint), shape)
         if tv_weight > 0:
             correction.div_(_tv_denominator(estimate, tv_weight))
-        estimate.mul_(correction)
+        estimate.mul_(correction).clamp_(min=0)
     return estimate
 
 

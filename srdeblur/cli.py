@@ -33,6 +33,8 @@ class UpscaleMethod(str, Enum):
 
 
 class DeblurMethod(str, Enum):
+    auto = "auto"
+    blind = "blind"
     net = "net"
     wiener = "wiener"
     rl = "rl"
@@ -53,6 +55,8 @@ class OutputFormat(str, Enum):
 
 # Same value as srdeblur.io.DEFAULT_MAX_PIXELS (a test checks it): importing io here would slow down --help.
 DEFAULT_MAX_PIXELS = 300_000_000
+# Richardson-Lucy's TV weight after a blind PSF estimate (auto, blind): evaluation.DeblurSettings.rl_tv_weight (a test checks it).
+BLIND_TV_WEIGHT = 0.002
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -361,11 +365,12 @@ def upscale(
 @app.command()
 def deblur(
     inputs: Inputs,
-    method: Annotated[Optional[DeblurMethod], typer.Option(help="net (blind, learned), wiener or rl (need --psf). Default: wiener with --psf, else net.", show_default=False)] = None,
+    method: Annotated[Optional[DeblurMethod], typer.Option(help="auto (blind: estimate the PSF and deconvolve, or the network where the estimate is not credible), blind (always the estimated PSF), net (the network alone), wiener or rl (need --psf). Default: wiener with --psf, else auto.", show_default=False)] = None,
     psf: Annotated[Optional[str], typer.Option(help="gaussian:SIGMA, motion:LENGTH,ANGLE, disk:RADIUS or a PNG/NPY kernel.")] = None,
-    iterations: Annotated[int, typer.Option(min=1, help="Richardson-Lucy iterations.")] = 30,
+    psf_size: Annotated[int, typer.Option(min=5, help="auto/blind: side of the estimated PSF in pixels (odd); the blur must fit in it.")] = 25,  # blind.DEFAULT_PSF_SIZE
+    iterations: Annotated[int, typer.Option(min=1, help="Richardson-Lucy iterations (rl, auto, blind).")] = 30,
     balance: Annotated[float, typer.Option(min=0.0, help="Wiener regularisation weight.")] = 0.005,
-    tv: Annotated[float, typer.Option(min=0.0, help="Total-variation weight for Richardson-Lucy (0: plain RL).")] = 0.0,
+    tv: Annotated[Optional[float], typer.Option(min=0.0, help="Total-variation weight for Richardson-Lucy (0: plain RL). Default: 0.002 with auto/blind, 0 with rl.", show_default=False)] = None,
     output: Output = None,
     recursive: Recursive = False,
     overwrite: Overwrite = False,
@@ -380,7 +385,7 @@ def deblur(
     quiet: Quiet = False,
     as_json: JsonOut = False,
 ) -> None:
-    """Deblur images: blind with the network, or with a known PSF (Wiener, Richardson-Lucy)."""
+    """Deblur images: blind (estimated PSF or the network), or with a known PSF (Wiener, Richardson-Lucy)."""
     _check_ensemble(ensemble)
     tile_size = _parse_tile(tile)
     options = BatchOptions(output, recursive, overwrite, skip_existing, quiet, as_json, output_format, quality,
@@ -390,7 +395,14 @@ def deblur(
     from srdeblur.kernels import PSFError, parse_psf
 
     if method is None:
-        method = DeblurMethod.wiener if psf is not None else DeblurMethod.net
+        method = DeblurMethod.wiener if psf is not None else DeblurMethod.auto
+    if psf_size % 2 == 0:
+        _fail(f"--psf-size must be odd, got {psf_size}")
+    estimating = method in (DeblurMethod.auto, DeblurMethod.blind)
+    if psf is not None and (estimating or method == DeblurMethod.net):
+        _fail(f"--method {method.value} is blind: drop --psf, or use --method rl or wiener with it")
+    if tv is None:
+        tv = BLIND_TV_WEIGHT if estimating else 0.0
     kernel = None
     if method in (DeblurMethod.wiener, DeblurMethod.rl):
         if psf is None:
@@ -399,15 +411,15 @@ def deblur(
             kernel = parse_psf(psf)
         except PSFError as error:
             _fail(f"--psf: {error}")
-    model = _load_model("srndeblur") if method == DeblurMethod.net else None
+    model = _load_model("srndeblur") if method in (DeblurMethod.net, DeblurMethod.auto) else None
 
     def make_restore(on_tile):
         def restore(image):
             def colour(pixels):
                 if kernel is not None:
                     _check_psf_fits(kernel, pixels)
-                canvas = _large_output_canvas(pixels, 1, image.meta.bit_depth) if model is not None else None
-                return deblur_pixels(pixels, method=method.value, psf=kernel, iterations=iterations,
+                canvas = _large_output_canvas(pixels, 1, image.meta.bit_depth) if method == DeblurMethod.net else None
+                return deblur_pixels(pixels, method=method.value, psf=kernel, psf_size=psf_size, iterations=iterations,
                                      balance=balance, tv_weight=tv, model=model, tile=tile_size,
                                      tile_overlap=tile_overlap, on_tile=on_tile, into=canvas,
                                      precision=precision.value, ensemble=ensemble)

@@ -52,7 +52,7 @@ DATASETS: dict[str, tuple[str, str]] = {
     "sun2013": ("deblur/SunHays80", "deblur"),
 }
 SR_METHODS = ("bicubic", "lanczos", "net")
-DEBLUR_EVAL_METHODS = ("input", "wiener", "rl", "net")
+DEBLUR_EVAL_METHODS = ("input", "wiener", "rl", "blind", "auto", "net")
 
 
 @dataclass(frozen=True)
@@ -231,10 +231,10 @@ def _restore_deblur(sample: Sample, method: str, settings: DeblurSettings, model
         return sample.degraded
     if method == "wiener":
         return inference.deblur(sample.degraded, method="wiener", psf=sample.psf, balance=settings.wiener_balance)
-    if method == "rl":
+    if method in ("rl", "blind", "auto"):
         return inference.deblur(
-            sample.degraded, method="rl", psf=sample.psf,
-            iterations=settings.rl_iterations, tv_weight=settings.rl_tv_weight,
+            sample.degraded, method=method, psf=sample.psf if method == "rl" else None,
+            iterations=settings.rl_iterations, tv_weight=settings.rl_tv_weight, model=model, ensemble=ensemble,
         )
     return inference.deblur(sample.degraded, method=method, model=model, ensemble=ensemble)
 
@@ -259,7 +259,9 @@ def evaluate(
     ----------
     task : "sr" or "deblur"; default: the dataset's own task (``sr`` for folders).
     scale : SR factor (2, 3, 4, 8); also the shave in pixels. Ignored for deblurring (shave 0).
-    methods : SR: "bicubic", "lanczos", "net"; deblur: "input", "wiener", "rl", "net".
+    methods : SR: "bicubic", "lanczos", "net"; deblur: "input", "wiener", "rl" (true kernel), "blind"
+        (estimated kernel, then the same Richardson-Lucy), "auto" (blind where the estimate is credible,
+        else the network), "net".
     limit : evaluate only the first ``limit`` images (in sorted order) — for quick looks.
     models : loaded networks by task (``{"sr": model}``), default: the shipped weights.
     ensemble : the network's self-ensemble, 1, 2, 4 or 8 transforms (see :mod:`srdeblur.inference`).
@@ -285,7 +287,7 @@ def evaluate(
     if ensemble not in inference.ENSEMBLES:
         raise ValueError(f"ensemble must be one of {inference.ENSEMBLES}, got {ensemble}")
     model = (models or {}).get(task)
-    if "net" in methods and model is None:
+    if {"net", "auto"} & set(methods) and model is None:
         from srdeblur.weights import load_model
 
         model = load_model("lapsr" if task == "sr" else "srndeblur")
@@ -314,6 +316,8 @@ def evaluate(
                          f"{settings.border} px shaved (Levin et al.'s comp_upto_shift)",
             "classical": f"true kernel; wiener balance {settings.wiener_balance:g}; "
             f"rl {settings.rl_iterations} iterations, tv {settings.rl_tv_weight:g}",
+            "blind": "kernel estimated from the blurred image (srdeblur.blind, default options), then the same rl",
+            "auto": "blind where the estimate's spread is at most srdeblur.blind.CREDIBLE_SPREAD px, else net",
         }
 
     if ensemble > 1 and "net" in methods:

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from srdeblur import classical
+from srdeblur import blind, classical
 from srdeblur.io import Canvas
 from srdeblur.nets import LapSR, SRNDeblur
 from srdeblur.resize import imresize
@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 UPSCALE_METHODS = ("net", "bicubic", "lanczos")
-DEBLUR_METHODS = ("net", "wiener", "rl")
+DEBLUR_METHODS = ("auto", "blind", "net", "wiener", "rl")
 SCALES = (2, 3, 4, 8)
 PRECISIONS = ("auto", "float32")
 ENSEMBLES = (1, 2, 4, 8)
@@ -243,8 +243,10 @@ def deblur_with_net(image: torch.Tensor, model: SRNDeblur, *, precision: str = "
 def deblur(
     image: torch.Tensor,
     *,
-    method: Literal["net", "wiener", "rl"] = "net",
+    method: Literal["net", "auto", "blind", "wiener", "rl"] = "net",
     psf: torch.Tensor | None = None,
+    psf_size: int = blind.DEFAULT_PSF_SIZE,
+    on_psf: Callable[[torch.Tensor], None] | None = None,
     iterations: int = 30,
     balance: float = 0.005,
     tv_weight: float = 0.0,
@@ -258,7 +260,12 @@ def deblur(
 ) -> torch.Tensor:
     """Deblur ``(B, C, H, W)`` in [0, 1]; ``wiener`` and ``rl`` need the ``psf`` ``(kh, kw)`` (sum 1).
 
-    ``iterations`` and ``tv_weight`` apply to Richardson-Lucy, ``balance`` to Wiener. ``tile``,
+    ``blind`` estimates each image's PSF (``psf_size`` px square, :func:`srdeblur.blind.estimate_psf`),
+    passes it to ``on_psf`` as a ``(psf_size, psf_size)`` tensor if given, and deconvolves with
+    Richardson-Lucy. ``auto`` does the same where the estimate is credible (spread at most
+    :data:`srdeblur.blind.CREDIBLE_SPREAD` px) and runs the network on the other images. ``iterations`` and
+    ``tv_weight`` apply to Richardson-Lucy (``rl``, ``blind``, ``auto``), ``balance`` to Wiener; ``auto`` runs
+    the network alone on images smaller than twice ``psf_size``, where no PSF can be estimated. ``tile``,
     ``tile_overlap``, ``on_tile``, ``into``, ``precision`` and ``ensemble`` apply to the network (see
     :func:`upscale`); the classical
     methods work on the whole image at once (their FFTs are global).
@@ -270,6 +277,21 @@ def deblur(
         if method == "wiener":
             return classical.wiener(image, psf, balance=balance).clamp(0, 1)
         return classical.richardson_lucy(image, psf, iterations=iterations, tv_weight=tv_weight).clamp(0, 1)
+    if method == "auto" and min(image.shape[-2:]) < 2 * psf_size:
+        method = "net"
+    if method in ("blind", "auto"):
+        restored = []
+        for one_image, estimate in zip(image.split(1), blind.estimate_psf(image, size=psf_size)):
+            if on_psf is not None:
+                on_psf(estimate)
+            if method == "auto" and blind.psf_spread(estimate) > blind.CREDIBLE_SPREAD:
+                restored.append(deblur(one_image, method="net", model=model, tile=tile, tile_overlap=tile_overlap,
+                                       on_tile=on_tile, precision=precision, ensemble=ensemble))
+            else:
+                restored.append(
+                    classical.richardson_lucy(one_image, estimate, iterations=iterations, tv_weight=tv_weight).clamp(0, 1)
+                )
+        return torch.cat(restored)
     if method == "net":
         if model is None:
             from srdeblur.weights import load_model

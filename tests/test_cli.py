@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 import torch
+import typer
 from typer.testing import CliRunner
 
+from srdeblur import cli
 from srdeblur.cli import app
 from srdeblur.evaluation import evaluate
 from srdeblur.inference import upscale
@@ -198,6 +200,48 @@ def test_deblur_malformed_psf(runner, tmp_path, make_image, spec):
     _assert_clean_error(result, 2, "--psf")
 
 
+def test_deblur_blind_estimates_the_psf_and_needs_no_weights(runner, tmp_path, make_image, monkeypatch):
+    monkeypatch.setenv("SRDEBLUR_WEIGHTS", str(tmp_path / "no-weights"))
+    source = _png(tmp_path / "photo.png", make_image(40, 36))
+    result = runner.invoke(app, ["deblur", str(source), "--method", "blind", "--psf-size", "9", "--iterations", "3",
+                                 "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert read_image(tmp_path / "photo_deblurred.png").pixels.shape == (1, 3, 40, 36)
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--method", "blind", "--psf", "gaussian:1"], "is blind"),
+        (["--method", "net", "--psf", "gaussian:1"], "is blind"),
+        (["--method", "auto", "--psf", "gaussian:1"], "is blind"),
+        (["--method", "blind", "--psf-size", "10"], "--psf-size must be odd"),
+    ],
+)
+def test_deblur_blind_usage_errors(runner, tmp_path, make_image, arguments, message):
+    source = _png(tmp_path / "photo.png", make_image(8, 8))
+    result = runner.invoke(app, ["deblur", str(source), *arguments])
+    _assert_clean_error(result, 2, message)
+    assert not (tmp_path / "photo_deblurred.png").exists()
+
+
+def test_deblur_blind_on_an_image_smaller_than_twice_the_psf_fails_that_image(runner, tmp_path, make_image):
+    source = _png(tmp_path / "photo.png", make_image(20, 20))
+    result = runner.invoke(app, ["deblur", str(source), "--method", "blind", "--json", "--quiet"])
+    assert result.exit_code == 1
+    assert "at least 50 px" in result.stdout
+    assert not (tmp_path / "photo_deblurred.png").exists()
+
+
+def test_deblur_cli_defaults_match_the_library():
+    from srdeblur import blind
+    from srdeblur.evaluation import DeblurSettings
+
+    assert cli.BLIND_TV_WEIGHT == DeblurSettings().rl_tv_weight
+    options = {option.name: option for option in typer.main.get_command(app).commands["deblur"].params}
+    assert options["psf_size"].default == blind.DEFAULT_PSF_SIZE
+
+
 def test_deblur_net_without_weights_fails_cleanly(runner, tmp_path, make_image, monkeypatch):
     monkeypatch.setenv("SRDEBLUR_WEIGHTS", str(tmp_path / "no-weights"))
     source = _png(tmp_path / "photo.png", make_image(8, 8))
@@ -313,12 +357,16 @@ def _use_tiny_deblur_weights(folder: Path, monkeypatch) -> None:
     (folder / "srndeblur.json").write_text(json.dumps(manifest))
 
 
-def test_deblur_defaults_to_the_network_without_psf_and_to_wiener_with_one(runner, tmp_path, make_image, monkeypatch):
+def test_deblur_defaults_to_auto_without_psf_and_to_wiener_with_one(runner, tmp_path, make_image, monkeypatch):
     _use_tiny_deblur_weights(tmp_path / "weights", monkeypatch)
-    source = _png(tmp_path / "blurred.png", make_image(20, 28))
+    source = _png(tmp_path / "blurred.png", make_image(20, 28))  # too small for a PSF: the network alone
     result = runner.invoke(app, ["deblur", str(source), "--json", "--quiet"])
     assert result.exit_code == 0, result.output
     assert read_image(tmp_path / "blurred_deblurred.png").pixels.shape == (1, 3, 20, 28)
+    big = _png(tmp_path / "big.png", make_image(40, 48))
+    result = runner.invoke(app, ["deblur", str(big), "--psf-size", "9", "--iterations", "2", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert read_image(tmp_path / "big_deblurred.png").pixels.shape == (1, 3, 40, 48)
     # With a PSF and no --method, Wiener runs: no weights needed.
     monkeypatch.setenv("SRDEBLUR_WEIGHTS", str(tmp_path / "nowhere"))
     result = runner.invoke(app, ["deblur", str(source), "--psf", "gaussian:1", "-o", str(tmp_path / "w.png")])

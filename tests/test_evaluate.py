@@ -10,11 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from srdeblur import inference
 from srdeblur.classical import blur
 from srdeblur.degrade import bicubic_downscale, mod_crop, quantize_8bit
 from srdeblur.evaluation import (
     DATASETS,
     DeblurSettings,
+    Sample,
+    _restore_deblur,
     data_root,
     evaluate,
     levin_kernels,
@@ -277,3 +280,12 @@ def test_set5_bicubic_matches_published_numbers(scale, published_psnr, published
     assert summary["psnr"] == pytest.approx(published_psnr, abs=0.05)
     assert summary["ssim"] == pytest.approx(published_ssim, abs=0.003)
 
+
+
+def test_blind_evaluation_is_the_estimated_psf_then_the_settings_richardson_lucy(make_image):
+    sharp = make_image(80, 80, seed=3)
+    sample = Sample("p/kernel1", blur(sharp, gaussian_psf(1.5)), sharp, gaussian_psf(1.5), "kernel1")
+    settings = DeblurSettings()
+    expected = inference.deblur(sample.degraded, method="blind", iterations=settings.rl_iterations,
+                                tv_weight=settings.rl_tv_weight)
+    assert torch.equal(_restore_deblur(sample, "blind", settings, None, 1), expected)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from srdeblur.classical import blur
+from srdeblur import blind
+from srdeblur.classical import blur, richardson_lucy
 from srdeblur.inference import bfloat16_is_native, deblur, deblur_with_net, self_ensemble, upscale, upscale_with_net
 from srdeblur.kernels import gaussian_psf
 from srdeblur.nets import DeblurConfig, LapSR, SRConfig, SRNDeblur
@@ -146,6 +147,39 @@ def test_deblur_improves_a_blurred_image(make_image, method):
     assert restored.shape == sharp.shape
     assert restored.min() >= 0 and restored.max() <= 1
     assert _psnr(restored, sharp) > _psnr(blurred, sharp) + 1.0
+
+
+def test_deblur_blind_is_richardson_lucy_with_each_images_estimated_psf(make_image):
+    images = torch.cat([make_image(40, 44, seed=1), make_image(40, 44, seed=2)])
+    seen = []
+    restored = deblur(images, method="blind", psf_size=9, iterations=5, tv_weight=0.002, on_psf=seen.append)
+    assert restored.shape == images.shape and len(seen) == 2
+    for index, psf in enumerate(seen):
+        assert psf.shape == (9, 9) and float(psf.sum()) == pytest.approx(1, abs=1e-5)
+        expected = richardson_lucy(images[index : index + 1], psf, iterations=5, tv_weight=0.002)
+        torch.testing.assert_close(restored[index : index + 1], expected.clamp(0, 1))
+
+
+@pytest.mark.parametrize("credible", [0.0, float("inf")])
+def test_deblur_auto_deconvolves_credible_estimates_and_runs_the_network_on_the_others(
+    make_image, small_deblur_model, monkeypatch, credible
+):
+    image = make_image(40, 44, seed=4)
+    monkeypatch.setattr(blind, "CREDIBLE_SPREAD", credible)
+    auto = deblur(image, method="auto", model=small_deblur_model, psf_size=9, iterations=5, tv_weight=0.002)
+    if credible == 0.0:
+        expected = deblur(image, method="net", model=small_deblur_model)
+    else:
+        expected = deblur(image, method="blind", psf_size=9, iterations=5, tv_weight=0.002)
+    torch.testing.assert_close(auto, expected)
+
+
+def test_deblur_auto_runs_the_network_on_images_too_small_for_a_psf(make_image, small_deblur_model):
+    image = make_image(20, 60)
+    auto = deblur(image, method="auto", model=small_deblur_model, psf_size=11)
+    torch.testing.assert_close(auto, deblur(image, method="net", model=small_deblur_model))
+    with pytest.raises(ValueError, match="at least 22 px"):
+        deblur(image, method="blind", psf_size=11)
 
 
 def test_deblur_net_without_model_and_without_weights_raises(make_image, tmp_path, monkeypatch):

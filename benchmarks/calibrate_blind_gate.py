@@ -1,0 +1,97 @@
+"""Choose ``srdeblur.blind.CREDIBLE_SPREAD`` on training images (never on the benchmarks).
+
+    python benchmarks/calibrate_blind_gate.py --data ../shared/data/train --every 5 --threads 1 [--psf-size 35]
+
+Every ``--every``-th training image (sorted paths) large enough for a centred 320 x 320 crop is blurred by a
+seeded random blur — 60 % camera shakes up to 31 px (``kernels.random_motion_psf``), 15 % defocus discs of
+radius 2-6 px, 15 % Gaussians of sigma 1-3 px, 10 % none — plus 1 % Gaussian noise, 8-bit. Each is restored by
+Richardson-Lucy with the blind estimate (``blind``) and by the shipped network (``net``), scored like
+``srdeblur eval --task deblur`` (Y-PSNR at the best quarter-pixel shift), and the estimate's spread
+(``blind.psf_spread``) is recorded. The table then gives the mean PSNR of ``auto`` (``blind`` where the
+spread is at most T, else ``net``) for a range of thresholds T, over the blurred crops. The network was
+trained on these images, so its numbers here are a little optimistic, which makes the gate lean towards it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import torch
+
+from srdeblur import blind, classical, inference, kernels
+from srdeblur.degrade import add_gaussian_noise, quantize_8bit
+from srdeblur.evaluation import DeblurSettings
+from srdeblur.io import read_image
+from srdeblur.metrics import align_shift, psnr
+from srdeblur.weights import load_model
+
+CROP = 320
+THRESHOLDS = (100, 130, 165, 180, 200, 220, 270, 330, 400, 1e9)
+
+
+def score(restored: torch.Tensor, sharp: torch.Tensor) -> float:
+    aligned, target = align_shift(quantize_8bit(restored), sharp, **DeblurSettings().alignment(*sharp.shape[-2:]))
+    return float(psnr(aligned, target)[0])
+
+
+def random_blur(generator: torch.Generator) -> tuple[str, torch.Tensor | None]:
+    draw = float(torch.rand(1, generator=generator))
+    if draw < 0.6:
+        return "shake", kernels.random_motion_psf(31, generator=generator)
+    if draw < 0.75:
+        return "disc", kernels.disk_psf(2 + 4 * float(torch.rand(1, generator=generator)))
+    if draw < 0.9:
+        return "gaussian", kernels.gaussian_psf(1 + 2 * float(torch.rand(1, generator=generator)))
+    return "none", None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/train"))
+    parser.add_argument("--every", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=123)
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--psf-size", type=int, default=blind.DEFAULT_PSF_SIZE)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = load_model("srndeblur")
+    generator = torch.Generator().manual_seed(args.seed)
+    paths = sorted(p for p in args.data.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".bmp"))[:: args.every]
+    rows = []
+    for path in paths:
+        sharp = read_image(path).pixels
+        height, width = sharp.shape[-2:]
+        if min(height, width) < CROP:
+            continue
+        top, left = (height - CROP) // 2, (width - CROP) // 2
+        sharp = sharp[..., top : top + CROP, left : left + CROP]
+        kind, psf = random_blur(generator)
+        if psf is None:
+            continue  # a sharp crop has no PSNR gain to score; its draw keeps the seeded sequence
+        blurred = quantize_8bit(add_gaussian_noise(classical.blur(sharp, psf), 0.01, generator=generator))
+        estimate = blind.estimate_psf(blurred, size=args.psf_size)[0]
+        row = {
+            "image": f"{path.stem}/{kind}",
+            "input": score(blurred, sharp),
+            "blind": score(classical.richardson_lucy(blurred, estimate, iterations=30, tv_weight=0.002), sharp),
+            "net": score(inference.deblur(blurred, method="net", model=model), sharp),
+            "spread": blind.psf_spread(estimate),
+        }
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    means = {key: sum(r[key] for r in rows) / len(rows) for key in ("input", "blind", "net")}
+    print(f"{len(rows)} blurred crops: input {means['input']:.2f}, blind {means['blind']:.2f}, net {means['net']:.2f} dB")
+    print("threshold (px) | auto (dB) | auto below input by > 0.5 dB")
+    for threshold in THRESHOLDS:
+        auto = [r["blind"] if r["spread"] <= threshold else r["net"] for r in rows]
+        worse = sum(a < r["input"] - 0.5 for a, r in zip(auto, rows))
+        label = "inf" if threshold >= 1e9 else f"{threshold:g} (log {math.log(threshold):.2f})"
+        print(f"{label} | {sum(auto) / len(auto):.2f} | {worse}")
+
+
+if __name__ == "__main__":
+    main()
