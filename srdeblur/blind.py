@@ -45,7 +45,10 @@ from srdeblur import classical
 from srdeblur.classical import _laplacian_spectrum, _transfer_function
 from srdeblur.kernels import gaussian_psf
 
-__all__ = ["estimate_psf", "l0_deconvolve", "psf_spread", "DEFAULT_PSF_SIZE", "CREDIBLE_SPREAD"]
+__all__ = [
+    "estimate_psf", "l0_deconvolve", "psf_spread", "edge_slope_ratio", "is_credible",
+    "DEFAULT_PSF_SIZE", "CREDIBLE_SPREAD", "CREDIBLE_SLOPE_RATIO",
+]
 
 #: Side of the estimated PSF in pixels (odd). Levin et al.'s measured camera shakes extend 9-22 px. A smaller
 #: support is better conditioned: on the calibration crops below (shakes up to 31 px) Richardson-Lucy with the
@@ -59,6 +62,12 @@ DEFAULT_PSF_SIZE = 25
 #: Richardson-Lucy with the 25-px estimate, and 25.78 by their mix with this gate; every threshold from 165 to
 #: 270 px gave 25.78-25.92 dB (35-px estimates: 25.63-25.69 from 165 to 200 px), none beyond 330 px helped.
 CREDIBLE_SPREAD = 180.0
+
+#: Largest :func:`edge_slope_ratio` of a credible estimate. Noise-free, the ratio is at most 1 for any photo
+#: blurred by the PSF; with 1 % noise and 8-bit steps the true PSFs measured up to 1.54 (thin motion lines on
+#: the sample photos) and the estimates of blurred photos up to 1.71, while estimates of sharp photos, which
+#: the estimator can mistake for texture blurred by a blob, measured 4.7 and 5.3.
+CREDIBLE_SLOPE_RATIO = 2.5
 
 # Pyramid: each scale is this factor of the next finer one; the coarsest has a kernel about this wide.
 _SCALE_STEP = math.sqrt(0.5)
@@ -85,6 +94,36 @@ def psf_spread(psf: torch.Tensor) -> float:
     """
     positive = psf[psf > 0].double()
     return float(torch.exp(-(positive * positive.log()).sum()))
+
+
+def edge_slope_ratio(image: torch.Tensor, psf: torch.Tensor) -> float:
+    """How much steeper the photo's steepest edges are than any edge blurred by ``psf`` can be.
+
+    A step of height ``h`` blurred by a PSF has a slope (forward difference across the step) of at most ``h``
+    times the PSF's largest column sum (for horizontal differences) or row sum (vertical ones), and steps in
+    [0, 1] images are at most 1 high. The ratio is the 99.9th percentile of the photo's absolute horizontal
+    (vertical) differences over that bound, the larger of the two: above 1 (plus noise), the photo has
+    edges the PSF could not have left, so the PSF is wrong — typically a sharp photo.
+
+    ``image`` is ``(1, C, H, W)`` in [0, 1] (gray: the mean of the channels); ``psf`` ``(k, k)``, sum 1.
+    """
+    gray = image.mean(dim=1)[0].float()
+    ratios = []
+    for differences, line_sums in (
+        (gray[:, 1:] - gray[:, :-1], psf.sum(0)),
+        (gray[1:, :] - gray[:-1, :], psf.sum(1)),
+    ):
+        values = differences.abs().flatten()
+        steep = values.kthvalue(max(1, math.ceil(0.999 * values.numel()))).values
+        ratios.append(float(steep) / float(line_sums.max()))
+    return max(ratios)
+
+
+def is_credible(image: torch.Tensor, psf: torch.Tensor) -> bool:
+    """Whether ``psf``, estimated from ``image`` ``(1, C, H, W)``, is worth deconvolving with: its spread is at
+    most :data:`CREDIBLE_SPREAD` px and the photo's edges are no steeper than it allows
+    (:func:`edge_slope_ratio` at most :data:`CREDIBLE_SLOPE_RATIO`)."""
+    return psf_spread(psf) <= CREDIBLE_SPREAD and edge_slope_ratio(image, psf) <= CREDIBLE_SLOPE_RATIO
 
 
 def _check_image(image: torch.Tensor) -> None:

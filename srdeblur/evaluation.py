@@ -317,7 +317,7 @@ def evaluate(
             "classical": f"true kernel; wiener balance {settings.wiener_balance:g}; "
             f"rl {settings.rl_iterations} iterations, tv {settings.rl_tv_weight:g}",
             "blind": "kernel estimated from the blurred image (srdeblur.blind, default options), then the same rl",
-            "auto": "blind where the estimate's spread is at most srdeblur.blind.CREDIBLE_SPREAD px, else net",
+            "auto": "blind where srdeblur.blind.is_credible accepts the estimate, else net",
         }
 
     if ensemble > 1 and "net" in methods:

@@ -262,8 +262,8 @@ def deblur(
 
     ``blind`` estimates each image's PSF (``psf_size`` px square, :func:`srdeblur.blind.estimate_psf`),
     passes it to ``on_psf`` as a ``(psf_size, psf_size)`` tensor if given, and deconvolves with
-    Richardson-Lucy. ``auto`` does the same where the estimate is credible (spread at most
-    :data:`srdeblur.blind.CREDIBLE_SPREAD` px) and runs the network on the other images. ``iterations`` and
+    Richardson-Lucy. ``auto`` does the same where the estimate is credible
+    (:func:`srdeblur.blind.is_credible`) and runs the network on the other images. ``iterations`` and
     ``tv_weight`` apply to Richardson-Lucy (``rl``, ``blind``, ``auto``), ``balance`` to Wiener; ``auto`` runs
     the network alone on images smaller than twice ``psf_size``, where no PSF can be estimated. ``tile``,
     ``tile_overlap``, ``on_tile``, ``into``, ``precision`` and ``ensemble`` apply to the network (see
@@ -284,7 +284,7 @@ def deblur(
         for one_image, estimate in zip(image.split(1), blind.estimate_psf(image, size=psf_size)):
             if on_psf is not None:
                 on_psf(estimate)
-            if method == "auto" and blind.psf_spread(estimate) > blind.CREDIBLE_SPREAD:
+            if method == "auto" and not blind.is_credible(one_image, estimate):
                 restored.append(deblur(one_image, method="net", model=model, tile=tile, tile_overlap=tile_overlap,
                                        on_tile=on_tile, precision=precision, ensemble=ensemble))
             else:

@@ -106,6 +106,21 @@ def test_psf_spread_by_hand():
     assert blind.psf_spread(two) == pytest.approx(2)
 
 
+def test_edge_slope_ratio_and_credibility_by_hand():
+    step = torch.zeros(1, 3, 48, 64)
+    step[..., 32:] = 0.8
+    box = torch.zeros(5, 5)
+    box[2, :] = 0.2  # horizontal motion over 5 px: its largest column sum is 0.2, its largest row sum 1
+    blurred = classical.blur(step, box, padding="replicate")  # the photo's border adds no edge
+    # Blurred by the box, the 0.8 step climbs 0.16 per pixel: 0.8 of the steepest slope the box allows.
+    assert blind.edge_slope_ratio(blurred, box) == pytest.approx(0.8, abs=1e-5)
+    # The sharp step climbs 0.8 in one pixel, 4x steeper than anything blurred by the box can be.
+    assert blind.edge_slope_ratio(step, box) == pytest.approx(4.0, abs=1e-5)
+    assert blind.is_credible(blurred, box) and not blind.is_credible(step, box)
+    wide = torch.full((25, 25), 1 / 625)  # spread 625 px: not credible whatever the photo
+    assert not blind.is_credible(classical.blur(step, wide), wide)
+
+
 def test_clean_of_an_empty_estimate_is_the_identity():
     cleaned = blind._clean(-torch.ones(5, 5, dtype=torch.float64))
     assert cleaned[2, 2] == 1 and cleaned.sum() == 1
