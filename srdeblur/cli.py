@@ -445,7 +445,7 @@ def evaluate_command(
     dataset: Annotated[str, typer.Option(help="samples, set5, set14, bsd68, levin, sun2013, or a folder of ground-truth images.")] = "samples",
     task: Annotated[Optional[Task], typer.Option(help="sr or deblur (default: the dataset's own).")] = None,
     scale: Annotated[int, typer.Option(help="SR factor (2, 3, 4, 8); also the border shaved.")] = 4,
-    method: Annotated[Optional[str], typer.Option(help="Comma-separated methods, e.g. bicubic,net or input,wiener,rl.")] = None,
+    method: Annotated[Optional[str], typer.Option(help="Comma-separated methods, sr: bicubic, lanczos, net; deblur: input, wiener, rl (true PSF), blind, auto, net (e.g. input,auto,net).")] = None,
     data_root: Annotated[Optional[Path], typer.Option(envvar="SRDEBLUR_DATA", help="Folder holding the named datasets.")] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Only the first N images.")] = None,
     per_image: Annotated[bool, typer.Option("--per-image/--summary-only", help="One table row per image.")] = True,
