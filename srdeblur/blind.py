@@ -24,13 +24,14 @@ prior", CVPR 2014, gradient term only), with Cho & Lee's salient-edge selection 
    a translation, which would otherwise drift between scales).
 
 The image is a centred crop of at most ``max_side`` pixels per side (kernel estimation needs edges, not
-megapixels; it costs about 8 s for a 640 x 640 crop on one core), converted to gray (mean of channels),
-and extended by reflection, tapered into a blurred copy of itself, so that the FFTs' periodic model holds.
+megapixels; a 640 x 640 crop costs about 5 s on one core with the default 25-px PSF), converted to gray
+(mean of channels), and extended by reflection, tapered into a blurred copy of itself, so that the FFTs'
+periodic model holds.
 The estimate assumes one blur for the whole image (camera shake with little rotation, defocus, motion of
 the whole scene).
 
-Measured (``benchmarks/eval_weights.py``, Y-PSNR, Levin et al.'s alignment), estimated kernel followed by
-Richardson-Lucy (30 iterations, TV 0.002) — see the README for the tables.
+Measured with ``srdeblur eval --dataset sun2013|levin --method input,blind,auto`` (the estimate, then
+Richardson-Lucy with 30 iterations and TV 0.002; Y-PSNR at Levin et al.'s alignment): see the README.
 """
 
 from __future__ import annotations
@@ -89,8 +90,9 @@ def psf_spread(psf: torch.Tensor) -> float:
     """Effective support of a PSF in pixels: ``exp(entropy)`` of its values as a distribution.
 
     A delta has spread 1, a uniform ``n``-pixel PSF spread ``n``. Levin et al.'s 8 camera shakes spread 27-49
-    px; estimates of them (:func:`estimate_psf` on their 32 photos) spread 35-370 px, the widest being the
-    failures. ``psf`` is ``(k, k)``, non-negative, summing to 1.
+    px; the default 25-px estimates of them spread 42-156 px (every third of their 32 photos), and the
+    estimates from the blurred, textured ``chelsea`` sample, all wrong, 240-250 px. ``psf`` is ``(k, k)``,
+    non-negative, summing to 1.
     """
     positive = psf[psf > 0].double()
     return float(torch.exp(-(positive * positive.log()).sum()))
@@ -323,7 +325,8 @@ def _estimate_one(
         else:
             psf = _normalised(_resized(psf, (side, side)))
         factor = side / size
-        plane = gray if side == size else _resized(gray, (max(8, round(height * factor)), max(8, round(width * factor))))
+        shrunk = (max(8, round(height * factor)), max(8, round(width * factor)))
+        plane = gray if side == size else _resized(gray, shrunk)
         blurred = _periodic_plane(plane, side)
         blurred_gradients = _forward_differences(blurred)
         weight, threshold = smoothness, None

@@ -287,10 +287,9 @@ def deblur(
             if method == "auto" and not blind.is_credible(one_image, estimate):
                 restored.append(deblur(one_image, method="net", model=model, tile=tile, tile_overlap=tile_overlap,
                                        on_tile=on_tile, precision=precision, ensemble=ensemble))
-            else:
-                restored.append(
-                    classical.richardson_lucy(one_image, estimate, iterations=iterations, tv_weight=tv_weight).clamp(0, 1)
-                )
+                continue
+            deconvolved = classical.richardson_lucy(one_image, estimate, iterations=iterations, tv_weight=tv_weight)
+            restored.append(deconvolved.clamp(0, 1))
         return torch.cat(restored)
     if method == "net":
         if model is None:
