@@ -1,6 +1,7 @@
 """Choose ``srdeblur.blind.CREDIBLE_SPREAD`` on training images (never on the benchmarks).
 
     python benchmarks/calibrate_blind_gate.py --data ../shared/data/train --every 5 --threads 1 [--psf-size 35]
+    python benchmarks/calibrate_blind_gate.py --threads 1 --deconvolution    # the non-blind step instead
 
 Every ``--every``-th training image (sorted paths) large enough for a centred 320 x 320 crop is blurred by a
 seeded random blur — 60 % camera shakes up to 31 px (``kernels.random_motion_psf``), 15 % defocus discs of
@@ -13,6 +14,9 @@ the mean PSNR of ``auto`` (``blind`` where the spread is at most T and the slope
 unblurred crops are reported apart (PSNR of each output against the crop itself: how much it harms a sharp
 photo). The network was trained on these images, so its numbers here are a little optimistic, which makes
 the gate lean towards it.
+
+``--deconvolution`` instead scores the step after the estimate on the blurred crops: Richardson-Lucy with
+10-50 iterations and TV weights 0-0.01, and Wiener with balances 0.002-0.05.
 """
 
 from __future__ import annotations
@@ -51,6 +55,20 @@ def random_blur(generator: torch.Generator) -> tuple[str, torch.Tensor | None]:
     return "none", None
 
 
+def score_deconvolution(estimated: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> None:
+    """Mean PSNR of each non-blind step on ``(sharp, blurred, estimated PSF)`` triples."""
+    def mean(restore) -> float:
+        return sum(score(restore(blurred, psf), sharp) for sharp, blurred, psf in estimated) / len(estimated)
+
+    print(f"{len(estimated)} blurred crops: input {mean(lambda blurred, psf: blurred):.2f} dB")
+    for iterations in (10, 20, 30, 50):
+        for tv_weight in (0.0, 0.002, 0.005, 0.01):
+            value = mean(lambda b, p: classical.richardson_lucy(b, p, iterations=iterations, tv_weight=tv_weight))
+            print(f"richardson-lucy {iterations} iterations, tv {tv_weight:g}: {value:.2f} dB", flush=True)
+    for balance in (0.002, 0.005, 0.01, 0.02, 0.05):
+        print(f"wiener balance {balance:g}: {mean(lambda b, p: classical.wiener(b, p, balance=balance)):.2f} dB", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("../shared/data/train"))
@@ -58,13 +76,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=123)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--psf-size", type=int, default=blind.DEFAULT_PSF_SIZE)
+    parser.add_argument("--deconvolution", action="store_true", help="score the non-blind step instead of the gate")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_model("srndeblur")
     generator = torch.Generator().manual_seed(args.seed)
     paths = sorted(p for p in args.data.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".bmp"))[:: args.every]
-    rows = []
+    rows, estimated = [], []
     for path in paths:
         sharp = read_image(path).pixels
         height, width = sharp.shape[-2:]
@@ -75,6 +94,10 @@ def main() -> None:
         kind, psf = random_blur(generator)
         blurred = sharp if psf is None else quantize_8bit(add_gaussian_noise(classical.blur(sharp, psf), 0.01, generator=generator))
         estimate = blind.estimate_psf(blurred, size=args.psf_size)[0]
+        if args.deconvolution:
+            if psf is not None:
+                estimated.append((sharp, blurred, estimate))
+            continue
         row = {
             "image": f"{path.stem}/{kind}",
             "input": score(blurred, sharp),
@@ -85,6 +108,9 @@ def main() -> None:
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
+    if args.deconvolution:
+        score_deconvolution(estimated)
+        return
     sharp_rows = [r for r in rows if r["image"].endswith("/none")]
     rows = [r for r in rows if not r["image"].endswith("/none")]
     means = {key: sum(r[key] for r in rows) / len(rows) for key in ("input", "blind", "net")}
