@@ -129,9 +129,8 @@ def is_credible(image: torch.Tensor, psf: torch.Tensor) -> bool:
 
 
 def _check_image(image: torch.Tensor) -> None:
-    if not isinstance(image, torch.Tensor) or not image.is_floating_point():
-        raise TypeError("image must be a floating-point torch.Tensor in [0, 1]")
-    if image.ndim != 4 or image.shape[1] not in (1, 3):
+    classical._check_image(image)
+    if image.shape[1] not in (1, 3):
         raise ValueError(f"image must have shape (B, 1 or 3, H, W), got {tuple(image.shape)}")
 
 

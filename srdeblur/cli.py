@@ -398,11 +398,10 @@ def deblur(
         method = DeblurMethod.wiener if psf is not None else DeblurMethod.auto
     if psf_size % 2 == 0:
         _fail(f"--psf-size must be odd, got {psf_size}")
-    estimating = method in (DeblurMethod.auto, DeblurMethod.blind)
-    if psf is not None and (estimating or method == DeblurMethod.net):
+    if psf is not None and method not in (DeblurMethod.wiener, DeblurMethod.rl):
         _fail(f"--method {method.value} is blind: drop --psf, or use --method rl or wiener with it")
     if tv is None:
-        tv = BLIND_TV_WEIGHT if estimating else 0.0
+        tv = BLIND_TV_WEIGHT if method in (DeblurMethod.auto, DeblurMethod.blind) else 0.0
     kernel = None
     if method in (DeblurMethod.wiener, DeblurMethod.rl):
         if psf is None:

@@ -229,14 +229,12 @@ def _restore_sr(sample: Sample, method: str, scale: int, model, ensemble: int) -
 def _restore_deblur(sample: Sample, method: str, settings: DeblurSettings, model, ensemble: int) -> torch.Tensor:
     if method == "input":
         return sample.degraded
-    if method == "wiener":
-        return inference.deblur(sample.degraded, method="wiener", psf=sample.psf, balance=settings.wiener_balance)
-    if method in ("rl", "blind", "auto"):
-        return inference.deblur(
-            sample.degraded, method=method, psf=sample.psf if method == "rl" else None,
-            iterations=settings.rl_iterations, tv_weight=settings.rl_tv_weight, model=model, ensemble=ensemble,
-        )
-    return inference.deblur(sample.degraded, method=method, model=model, ensemble=ensemble)
+    # wiener and rl get the true PSF; every method takes only the settings that apply to it.
+    return inference.deblur(
+        sample.degraded, method=method, psf=sample.psf if method in ("wiener", "rl") else None,
+        balance=settings.wiener_balance, iterations=settings.rl_iterations, tv_weight=settings.rl_tv_weight,
+        model=model, ensemble=ensemble,
+    )
 
 
 def evaluate(
