@@ -270,16 +270,26 @@ def test_deblur_rejects_sr_methods(fake_root):
 # ------------------------------------------------------------------------------------------------ Set5
 
 
+#: Published bicubic Set5 Y-PSNR / SSIM (MATLAB): Kim et al., VDSR (CVPR 2016), Table 3.
+PUBLISHED_SET5_BICUBIC = {2: (33.66, 0.9299), 3: (30.39, 0.8682), 4: (28.42, 0.8104)}
+#: What the README's "Evaluation conventions" table says ``srdeblur eval --dataset set5 --method bicubic`` gives.
+README_SET5_BICUBIC = {2: (33.65, 0.9295), 3: (30.39, 0.8679), 4: (28.42, 0.8102)}
+
+
 @pytest.mark.skipif(not (SHARED_DATA / "bench" / "Set5").is_dir(), reason="shared Set5 not available")
-@pytest.mark.parametrize(("scale", "published_psnr", "published_ssim"), [(2, 33.66, 0.9299), (3, 30.39, 0.8682),
-                                                                          (4, 28.42, 0.8104)])
-def test_set5_bicubic_matches_published_numbers(scale, published_psnr, published_ssim):
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_set5_bicubic_matches_published_numbers(scale):
     result = evaluate("set5", scale=scale, methods=("bicubic",), root=SHARED_DATA)
     summary = result.summary()["bicubic"]
     assert summary["count"] == 5
-    assert summary["psnr"] == pytest.approx(published_psnr, abs=0.05)
-    assert summary["ssim"] == pytest.approx(published_ssim, abs=0.003)
-
+    # The README's numbers, to their rounding ...
+    readme_psnr, readme_ssim = README_SET5_BICUBIC[scale]
+    assert summary["psnr"] == pytest.approx(readme_psnr, abs=0.006)
+    assert summary["ssim"] == pytest.approx(readme_ssim, abs=0.0001)
+    # ... and MATLAB's published ones, which srdeblur.resize reimplements: within 0.015 dB and 0.0005.
+    published_psnr, published_ssim = PUBLISHED_SET5_BICUBIC[scale]
+    assert summary["psnr"] == pytest.approx(published_psnr, abs=0.015)
+    assert summary["ssim"] == pytest.approx(published_ssim, abs=0.0005)
 
 
 def test_blind_evaluation_is_the_estimated_psf_then_the_settings_richardson_lucy(make_image):

@@ -385,7 +385,13 @@ def test_align_shift_rejects_bad_step_and_border(options, message):
 
 
 # ------------------------------------------------------------------------- paper convention end to end
-PUBLISHED_SET5_BICUBIC = {2: (33.64, 0.9299), 3: (30.38, 0.8682), 4: (28.42, 0.8104)}
+#: Published bicubic Set5 Y-PSNR / SSIM (MATLAB ``imresize`` and MATLAB metrics): Kim et al., VDSR (CVPR 2016),
+#: Table 3, the values every later SR paper (DRRN, LapSRN, ...) copies.
+PUBLISHED_SET5_BICUBIC = {2: (33.66, 0.9299), 3: (30.39, 0.8682), 4: (28.42, 0.8104)}
+#: What an independent resize measures with this module's metrics: LR and SR made by Pillow's
+#: ``Image.resize(BICUBIC)`` (antialiased Keys a = -0.5, not srdeblur.resize), rounded to 0.01 dB
+#: (``../shared/README.md``). Pillow and MATLAB round their kernels differently, hence 0.02 dB below published at x2.
+PILLOW_SET5_BICUBIC_PSNR = {2: 33.64, 3: 30.38, 4: 28.42}
 
 
 @pytest.mark.skipif(not SET5.is_dir(), reason=f"Set5 not found under {DATA_ROOT} (set SRDEBLUR_DATA)")
@@ -404,6 +410,9 @@ def test_set5_bicubic_reproduces_published_numbers(scale):
         prediction, target = to_tensor(np.asarray(sr)), to_tensor(np.asarray(hr))
         psnrs.append(psnr(prediction, target, shave=scale).item())
         ssims.append(ssim(prediction, target, shave=scale).item())
+    # The Pillow pipeline's value, to its rounding (0.005 dB) ...
+    assert np.mean(psnrs) == pytest.approx(PILLOW_SET5_BICUBIC_PSNR[scale], abs=0.006)
+    # ... and the published one, to within the 0.02 dB by which Pillow's resize differs from MATLAB's.
     expected_psnr, expected_ssim = PUBLISHED_SET5_BICUBIC[scale]
-    assert np.mean(psnrs) == pytest.approx(expected_psnr, abs=0.02)
-    assert np.mean(ssims) == pytest.approx(expected_ssim, abs=0.002)
+    assert np.mean(psnrs) == pytest.approx(expected_psnr, abs=0.025)
+    assert np.mean(ssims) == pytest.approx(expected_ssim, abs=0.001)
