@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -41,9 +44,55 @@ def test_lapsr_pyramid_shapes_on_odd_sizes(levels):
         assert output.dtype == torch.float32
 
 
-def test_default_lapsr_shape_and_parameter_budget():
+README = Path(__file__).resolve().parents[1] / "README.md"
+WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+
+
+def _conv(inputs: int, outputs: int, kernel: int, *, bias: bool = True) -> int:
+    """Parameters of a dense (transposed) convolution, counted by hand."""
+    return inputs * outputs * kernel * kernel + (outputs if bias else 0)
+
+
+def _block(channels: int) -> int:
+    return 2 * _conv(channels, channels, 3)
+
+
+def _hand_count_lapsr(c: int = 48, blocks: int = 4, image: int = 3) -> int:
+    # embed, the stage's body and body_out, the feature upsampler (4x4 transposed), to_residual, and the
+    # depthwise 4x4 image upsampler without bias (one 4x4 kernel per image channel).
+    return (_conv(image, c, 3) + blocks * _block(c) + _conv(c, c, 3) + _conv(c, c, 4) + _conv(c, image, 3)
+            + image * 16)
+
+
+def _hand_count_srndeblur(c: int = 24, n: int = 1, image: int = 3) -> int:
+    # head (image + estimate in), enc1, down1, enc2, down2, bottom (2n blocks at 4c), up2, dec2, up1, dec1, tail,
+    # and the depthwise 4x4 estimate upsampler without bias.
+    return (_conv(2 * image, c, 3) + n * _block(c) + _conv(c, 2 * c, 3) + n * _block(2 * c) + _conv(2 * c, 4 * c, 3)
+            + 2 * n * _block(4 * c) + _conv(4 * c, 2 * c, 4) + n * _block(2 * c) + _conv(2 * c, c, 4) + n * _block(c)
+            + _conv(c, image, 3) + image * 16)
+
+
+#: The counts the README states ("The networks").
+README_PARAMETERS = {"lapsr": 226_659, "srndeblur": 582_363, "srndeblur --blocks 2": 1_018_491}
+
+
+def test_parameter_counts_are_the_readmes_and_the_hand_counts():
+    counts = {"lapsr": count_parameters(LapSR(SRConfig())), "srndeblur": count_parameters(SRNDeblur()),
+              "srndeblur --blocks 2": count_parameters(SRNDeblur(DeblurConfig(blocks=2)))}
+    hand = {"lapsr": _hand_count_lapsr(), "srndeblur": _hand_count_srndeblur(),
+            "srndeblur --blocks 2": _hand_count_srndeblur(n=2)}
+    assert counts == hand == README_PARAMETERS
+    text = README.read_text()
+    for count in README_PARAMETERS.values():
+        assert f"{count:,} parameters" in text
+    # The shipped manifests record the same counts as the networks they rebuild.
+    for name in ("lapsr", "srndeblur"):
+        manifest = json.loads((WEIGHTS / f"{name}.json").read_text())
+        assert manifest["params"] == README_PARAMETERS[name]
+
+
+def test_default_lapsr_shape():
     model = _model(SRConfig())
-    assert 0 < count_parameters(model) < 1_000_000
     with torch.no_grad():
         (out,) = model(torch.rand(1, 3, 9, 11), 1)
     assert out.shape == (1, 3, 18, 22)
@@ -178,11 +227,6 @@ def test_srndeblur_pyramid_shapes(scales, multiple):
     assert [tuple(o.shape) for o in outputs] == [
         (2, 3, 2 * multiple // 2**k, 3 * multiple // 2**k) for k in reversed(range(scales))
     ]
-
-
-def test_default_srndeblur_parameter_budget():
-    # The issue allows "a few million parameters at most".
-    assert 0 < count_parameters(SRNDeblur()) < 3_000_000
 
 
 def test_srndeblur_estimate_upsampler_is_initialised_bilinear():
