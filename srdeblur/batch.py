@@ -18,9 +18,12 @@ runs the restoration on colour only, and resizes the straight alpha separately.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -28,7 +31,7 @@ from typing import Callable, Iterable
 import torch
 from torch.nn import functional as F
 
-from srdeblur.io import IMAGE_SUFFIXES, Image, ImageError, list_images, read_image, write_image
+from srdeblur.io import IMAGE_SUFFIXES, Image, ImageError, deferred_folder_sync, list_images, read_image, write_image
 from srdeblur.resize import imresize
 
 log = logging.getLogger(__name__)
@@ -462,10 +465,8 @@ def _one_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def _run_one(
-    job: Job, restore: Callable[[Image], Image], *, overwrite: bool, skip_existing: bool, max_pixels: int | None,
-    quality: int,
-) -> JobResult:
+def _check_target(job: Job, *, overwrite: bool, skip_existing: bool) -> JobResult | None:
+    """The result of a job whose target rules it out (a folder, or an existing file), else None."""
     target = job.target
     if target.is_dir():
         return JobResult(job, "failed", f"{target} is a folder; the output cannot replace it")
@@ -473,18 +474,47 @@ def _run_one(
         if skip_existing:
             return JobResult(job, "skipped", f"{target} exists")
         return JobResult(job, "failed", f"{target} exists (use --overwrite or --skip-existing)")
-    created: list[Path] = []
+    return None
+
+
+def _failure(job: Job, error: Exception, seconds: float = 0.0) -> JobResult:
+    if not isinstance(error, (ImageError, ValueError, OSError)):
+        log.debug("job %s failed", job.source, exc_info=True)
+    return JobResult(job, "failed", _one_line(error), seconds)
+
+
+@dataclass(frozen=True)
+class _Read:
+    """A job whose input is decoded and ready for the restoration."""
+
+    image: Image
+    seconds: float
+
+
+def _read_stage(job: Job, *, overwrite: bool, skip_existing: bool, max_pixels: int | None) -> _Read | JobResult:
+    """Check the target and decode the input (the reader's share of a job)."""
+    ruled_out = _check_target(job, overwrite=overwrite, skip_existing=skip_existing)
+    if ruled_out is not None:
+        return ruled_out
+    started = time.perf_counter()
     try:
         image = read_image(job.source) if max_pixels is None else read_image(job.source, max_pixels=max_pixels)
-        restored = restore(image)
-        created = _make_folder(target.parent)
-        write_image(target, restored.pixels, alpha=restored.alpha, meta=restored.meta, quality=quality)
     except Exception as error:  # noqa: BLE001 - one bad file must never stop the batch; the reason is reported
+        return _failure(job, error, time.perf_counter() - started)
+    return _Read(image, time.perf_counter() - started)
+
+
+def _write_stage(job: Job, restored: Image, *, quality: int, seconds: float) -> JobResult:
+    """Encode and write the output atomically (the writer's share of a job); ``seconds`` spent before it."""
+    started = time.perf_counter()
+    created: list[Path] = []
+    try:
+        created = _make_folder(job.target.parent)
+        write_image(job.target, restored.pixels, alpha=restored.alpha, meta=restored.meta, quality=quality)
+    except Exception as error:  # noqa: BLE001 - as above
         _remove_empty(created)
-        if not isinstance(error, (ImageError, ValueError, OSError)):
-            log.debug("job %s failed", job.source, exc_info=True)
-        return JobResult(job, "failed", _one_line(error))
-    return JobResult(job, "done", notes=_losses(restored, target))
+        return _failure(job, error, seconds + time.perf_counter() - started)
+    return JobResult(job, "done", seconds=seconds + time.perf_counter() - started, notes=_losses(restored, job.target))
 
 
 def run_jobs(
@@ -497,35 +527,102 @@ def run_jobs(
     quality: int = 95,
     on_start: Callable[[Job], None] | None = None,
     on_result: Callable[[JobResult], None] | None = None,
+    pipeline: bool = True,
 ) -> list[JobResult]:
     """Read, restore and write every job; failures are recorded, never raised (except KeyboardInterrupt).
+
+    With ``pipeline`` (the default) a reader thread decodes the next input and a writer thread encodes and
+    writes the previous output while ``restore`` runs on the calling thread: the batch goes at the pace of
+    the restoration, not of the file I/O. At most one input is read ahead and two outputs wait to be
+    written, so memory stays bounded. Results and callbacks keep the order of ``jobs``. Output folders are
+    synced once at the end (:func:`srdeblur.io.deferred_folder_sync`): every file is still fsynced before
+    its atomic rename, and every rename is durable when this function returns or raises.
 
     Parameters
     ----------
     jobs : from :func:`plan_jobs`.
     restore : maps an :class:`~srdeblur.io.Image` to the restored one (pixels, alpha and metadata), e.g.
-        ``lambda image: process_image(image, upscaler)``.
+        ``lambda image: process_image(image, upscaler)``. Always called on the calling thread, one job at a
+        time.
     overwrite : replace existing outputs (atomically: the old file stays intact until the new one is complete).
     skip_existing : leave existing outputs alone (status "skipped"): resumes an interrupted batch.
     max_pixels : refuse inputs whose header claims more pixels (before decoding); default that of
         :func:`~srdeblur.io.read_image`.
     quality : JPEG / WebP quality, 1..100.
-    on_start, on_result : called before and after every job (progress display).
+    on_start, on_result : called on the calling thread before a job's restoration and, in job order, once
+        its output is written (progress display).
+    pipeline : False: read, restore and write one job after the other on the calling thread.
 
     Returns
     -------
     list of JobResult
-        One per job, in order. A failed job leaves no output and no new empty folder behind.
+        One per job, in order; ``seconds`` is the job's own reading, restoring and writing time. A failed job
+        leaves no output and no new empty folder behind. On KeyboardInterrupt the outputs being written are
+        finished (or removed) before it propagates; the jobs reported so far are complete on disk.
     """
-    results = []
-    for job in jobs:
-        if on_start:
-            on_start(job)
-        started = time.perf_counter()
-        result = _run_one(job, restore, overwrite=overwrite, skip_existing=skip_existing, max_pixels=max_pixels,
-                          quality=quality)
-        result = JobResult(result.job, result.status, result.message, time.perf_counter() - started, result.notes)
+    results: list[JobResult] = []
+
+    def report(result: JobResult) -> None:
         results.append(result)
         if on_result:
             on_result(result)
+
+    read = functools.partial(_read_stage, overwrite=overwrite, skip_existing=skip_existing, max_pixels=max_pixels)
+
+    def compute(job: Job, prepared: _Read | JobResult) -> tuple[Image, float] | JobResult:
+        if isinstance(prepared, JobResult):
+            return prepared
+        if on_start:
+            on_start(job)
+        started = time.perf_counter()
+        try:
+            return restore(prepared.image), prepared.seconds + time.perf_counter() - started
+        except Exception as error:  # noqa: BLE001 - as above
+            return _failure(job, error, prepared.seconds + time.perf_counter() - started)
+
+    with deferred_folder_sync():
+        if not pipeline:
+            for job in jobs:
+                outcome = compute(job, read(job))
+                report(outcome if isinstance(outcome, JobResult) else
+                       _write_stage(job, outcome[0], quality=quality, seconds=outcome[1]))
+            return results
+        with ThreadPoolExecutor(1, thread_name_prefix="srdeblur-read") as reader, \
+                ThreadPoolExecutor(1, thread_name_prefix="srdeblur-write") as writer:
+            pending: deque[Future | JobResult] = deque()  # written (or failed) in job order
+            try:
+                upcoming = reader.submit(read, jobs[0]) if jobs else None
+                for index, job in enumerate(jobs):
+                    prepared = upcoming.result()
+                    upcoming = reader.submit(read, jobs[index + 1]) if index + 1 < len(jobs) else None
+                    outcome = compute(job, prepared)
+                    if isinstance(outcome, JobResult):
+                        pending.append(outcome)
+                    else:
+                        pending.append(writer.submit(_write_stage, job, outcome[0], quality=quality,
+                                                     seconds=outcome[1]))
+                    # Report what is finished; wait while more than two outputs are queued (bounded memory).
+                    while pending and (not isinstance(pending[0], Future) or pending[0].done() or len(pending) > 2):
+                        head = pending.popleft()
+                        report(head.result() if isinstance(head, Future) else head)
+                while pending:
+                    head = pending.popleft()
+                    report(head.result() if isinstance(head, Future) else head)
+            except BaseException:
+                # Interrupted (or a callback failed): no new read or write starts; the write under way finishes
+                # or removes its temporary file; what was written is reported, then the error propagates.
+                if upcoming is not None:
+                    upcoming.cancel()
+                for item in pending:
+                    if isinstance(item, Future):
+                        item.cancel()
+                writer.shutdown(wait=True)
+                for item in pending:
+                    if isinstance(item, Future) and not item.cancelled() and item.exception() is None:
+                        report(item.result())
+                    elif not isinstance(item, Future):
+                        report(item)
+                    else:
+                        break
+                raise
     return results

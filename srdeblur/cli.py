@@ -114,6 +114,44 @@ def _check_ensemble(count: int) -> None:
         _fail(f"--ensemble must be 1, 2, 4 or 8, got {count}")
 
 
+DeviceOption = Annotated[
+    str,
+    typer.Option("--device", help="Where to compute: auto (CUDA if available, else the CPU), cpu, cuda, cuda:N or "
+                                  "mps. Under torchrun, auto/cuda take the GPU of the local rank."),
+]
+ShardOption = Annotated[
+    Optional[str],
+    typer.Option("--shard", help="Process only shard K of N (K = 1..N) of the sorted inputs, e.g. for a Slurm "
+                                 "array: --shard $SLURM_ARRAY_TASK_ID/N. Under torchrun each rank also takes "
+                                 "every WORLD_SIZE-th job.", show_default=False),
+]
+
+
+def _parse_device(spec: str):
+    """``--device`` -> a ``torch.device``; exit 2 with one line if unknown or not present."""
+    from srdeblur.devices import DeviceError, parse_device
+
+    try:
+        return parse_device(spec)
+    except DeviceError as error:
+        _fail(str(error))
+
+
+def _parse_shard(spec: Optional[str]) -> tuple[int, int, str]:
+    """``--shard`` and torchrun's RANK / WORLD_SIZE combined -> (index, count, label); exit 2 if malformed."""
+    from srdeblur.devices import ShardError, distributed_shard, parse_shard
+
+    try:
+        index, count = parse_shard(spec) if spec is not None else (0, 1)
+        rank, world = distributed_shard()
+    except ShardError as error:
+        _fail(str(error))
+    labels = ([f"shard {index + 1}/{count}"] if count > 1 else []) + ([f"rank {rank}/{world}"] if world > 1 else [])
+    # Shard `index` of `count`, then the rank's share of it: job i of the plan goes to the unique process
+    # with i % count == index and (i // count) % world == rank, i.e. index + count * rank modulo count * world.
+    return index + count * rank, count * world, ", ".join(labels)
+
+
 @dataclass(frozen=True)
 class BatchOptions:
     """The file-handling options shared by ``upscale`` and ``deblur``."""
@@ -127,6 +165,7 @@ class BatchOptions:
     output_format: Optional[OutputFormat]
     quality: Optional[int]
     max_pixels: int
+    shard: tuple[int, int, str] = (0, 1, "")  # (index, count, label) from _parse_shard
 
 
 # Outputs above this many pixels are assembled band by band as 8/16-bit samples instead of float32
@@ -278,6 +317,14 @@ def _run_batch(inputs: list[Path], options: BatchOptions, suffix: str, make_rest
         hint = any("without --recursive" in entry.reason for entry in ignored)
         _fail(f"no images found in {', '.join(str(p) for p in inputs)}"
               + (" (use --recursive to search sub-folders)" if hint else ""))
+    shard_index, shard_count, shard_label = options.shard
+    if shard_count > 1:
+        from srdeblur.devices import shard_of
+
+        planned = len(jobs)
+        jobs = shard_of(jobs, shard_index, shard_count)  # the whole plan was checked above, in every shard
+        if not options.quiet:
+            console.print(f"{shard_label}: {len(jobs)} of {planned} images", highlight=False, soft_wrap=True)
 
     interrupted = False
     with _BatchView(console, quiet=options.quiet, total=len(jobs)) as view:
@@ -329,6 +376,8 @@ def upscale(
     tile_overlap: TileOverlap = 32,
     precision: NetPrecision = Precision.auto,
     ensemble: Ensemble = 1,
+    device: DeviceOption = "auto",
+    shard: ShardOption = None,
     quiet: Quiet = False,
     as_json: JsonOut = False,
 ) -> None:
@@ -341,7 +390,8 @@ def upscale(
     _check_ensemble(ensemble)
     tile_size = _parse_tile(tile)
     options = BatchOptions(output, recursive, overwrite, skip_existing, quiet, as_json, output_format, quality,
-                           max_pixels)
+                           max_pixels, _parse_shard(shard))
+    target_device = _parse_device(device)
     from srdeblur.batch import process_image
     from srdeblur.inference import upscale as upscale_pixels
 
@@ -352,7 +402,7 @@ def upscale(
             def colour(pixels):
                 return upscale_pixels(pixels, scale=scale, method=method.value, model=model, tile=tile_size,
                                       tile_overlap=tile_overlap, on_tile=on_tile, precision=precision.value,
-                                      ensemble=ensemble,
+                                      ensemble=ensemble, device=target_device,
                                       into=_large_output_canvas(pixels, scale, image.meta.bit_depth))
 
             return process_image(image, colour)
@@ -382,6 +432,8 @@ def deblur(
     tile_overlap: TileOverlap = 96,  # inference.DEBLUR_TILE_OVERLAP (not imported: --help stays instant)
     precision: NetPrecision = Precision.auto,
     ensemble: Ensemble = 1,
+    device: DeviceOption = "auto",
+    shard: ShardOption = None,
     quiet: Quiet = False,
     as_json: JsonOut = False,
 ) -> None:
@@ -389,7 +441,8 @@ def deblur(
     _check_ensemble(ensemble)
     tile_size = _parse_tile(tile)
     options = BatchOptions(output, recursive, overwrite, skip_existing, quiet, as_json, output_format, quality,
-                           max_pixels)
+                           max_pixels, _parse_shard(shard))
+    target_device = _parse_device(device)
     from srdeblur.batch import process_image
     from srdeblur.inference import deblur as deblur_pixels
     from srdeblur.kernels import PSFError, parse_psf
@@ -421,7 +474,7 @@ def deblur(
                 return deblur_pixels(pixels, method=method.value, psf=kernel, psf_size=psf_size, iterations=iterations,
                                      balance=balance, tv_weight=tv, model=model, tile=tile_size,
                                      tile_overlap=tile_overlap, on_tile=on_tile, into=canvas,
-                                     precision=precision.value, ensemble=ensemble)
+                                     precision=precision.value, ensemble=ensemble, device=target_device)
 
             return process_image(image, colour)
 
@@ -452,6 +505,7 @@ def evaluate_command(
     crop: Annotated[Optional[str], typer.Option(help="Crop shown in the report's strips: x,y,w,h in ground-truth pixels (default: where the methods differ most).")] = None,
     run: Annotated[Optional[Path], typer.Option(help="A training run folder (its last.json): plot its validation PSNR against CPU-hours in the report.")] = None,
     ensemble: Ensemble = 1,
+    device: DeviceOption = "auto",
     as_json: JsonOut = False,
     quiet: Quiet = False,
 ) -> None:
@@ -461,6 +515,8 @@ def evaluate_command(
     if (crop or run) and report is None:
         _fail("--crop and --run go with --report DIR")
     _check_ensemble(ensemble)
+    target_device = _parse_device(device)
+    from srdeblur.devices import using_device
     from srdeblur.evaluation import evaluate
     from srdeblur.io import ImageError
     from srdeblur.report import evaluation_table, group_table, print_json, stderr_console
@@ -470,7 +526,7 @@ def evaluate_command(
     console = stderr_console(quiet=quiet)
     methods = tuple(m.strip() for m in method.split(",") if m.strip()) if method else None
     try:
-        with console.status("evaluating…") as status:
+        with console.status("evaluating…") as status, using_device(target_device):
             options = dict(
                 task=task.value if task else None, scale=scale, methods=methods, root=data_root, limit=limit,
                 ensemble=ensemble,
@@ -522,6 +578,7 @@ def compare(
     crop: Annotated[Optional[str], typer.Option(help="x,y,w,h in ground-truth pixels (default: where the images differ most).")] = None,
     crop_size: Annotated[Optional[int], typer.Option(min=1, help="Side of the automatic crop in pixels (default: a quarter of the shorter side, 16..96).")] = None,
     overwrite: Overwrite = False,
+    device: DeviceOption = "auto",
     as_json: JsonOut = False,
     quiet: Quiet = False,
 ) -> None:
@@ -546,6 +603,8 @@ def compare(
     if images and len(names) != len(images):
         _fail(f"--labels gives {len(names)} labels for {len(images)} images")
     box = _parse_crop(crop)
+    target_device = _parse_device(device)
+    from srdeblur.devices import using_device
     from srdeblur.io import ImageError, read_image, write_image
     from srdeblur.report import print_json, stderr_console
     from srdeblur.visual import compare as compare_images, method_comparison
@@ -555,7 +614,8 @@ def compare(
     try:
         if method is not None:
             methods = tuple(m.strip() for m in method.split(",") if m.strip())
-            comparison = method_comparison(truth, scale=scale, methods=methods, box=box, crop_size=crop_size)
+            with using_device(target_device):
+                comparison = method_comparison(truth, scale=scale, methods=methods, box=box, crop_size=crop_size)
         else:
             pixels = [read_image(path).pixels for path in images]
             reference = read_image(truth).pixels if truth else None

@@ -26,6 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from srdeblur import blind, classical
+from srdeblur.devices import default_device, network_autocast, parse_device
 from srdeblur.io import Canvas
 from srdeblur.nets import LapSR, SRNDeblur
 from srdeblur.resize import imresize
@@ -73,9 +74,38 @@ def uses_bfloat16(precision: str) -> bool:
     return precision == "auto" and bfloat16_is_native()
 
 
-def _network_precision(precision: str) -> torch.autocast:
-    """The autocast context the networks run under for ``precision``."""
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=uses_bfloat16(precision))
+def _network_precision(precision: str, device: torch.device | None = None) -> torch.autocast:
+    """The autocast context the networks run under for ``precision`` on ``device`` (default the CPU; CUDA:
+    fp16/bf16 hidden layers, see :func:`srdeblur.devices.network_autocast`)."""
+    device = torch.device("cpu") if device is None else device
+    cpu_bfloat16 = uses_bfloat16(precision) if device.type == "cpu" else False
+    return network_autocast(device, precision, cpu_bfloat16=cpu_bfloat16)
+
+
+def _resolve_device(device: str | torch.device | None) -> torch.device:
+    """``device`` parsed (:func:`srdeblur.devices.parse_device`), or the default device for ``None``."""
+    return default_device() if device is None else parse_device(device)
+
+
+def _on_device(function: TileFunction, device: torch.device) -> TileFunction:
+    """``function`` computed on ``device``: each piece goes there, the result comes back as float32 on the CPU
+    (outputs are assembled on the CPU); tensors the function creates land on ``device`` too."""
+    if device.type == "cpu":
+        return function
+
+    def on_device(piece: torch.Tensor) -> torch.Tensor:
+        with torch.device(device):
+            return function(piece.to(device)).float().cpu()
+
+    return on_device
+
+
+def _device_budget(device: torch.device) -> int | None:
+    """Bytes of activations a tile may take on ``device`` (None: the CPU's default, see :func:`auto_tile`)."""
+    if device.type != "cuda":
+        return None
+    free, _ = torch.cuda.mem_get_info(device)
+    return max(64 << 20, free // 2)
 
 
 def _dihedral(image: torch.Tensor, index: int, *, inverse: bool = False) -> torch.Tensor:
@@ -131,7 +161,7 @@ def upscale_with_net(image: torch.Tensor, model: LapSR, *, scale: int, precision
     rgb = _as_rgb(image)
     if border > 0:
         rgb = F.pad(rgb, (border,) * 4, mode="reflect")
-    with _network_precision(precision):
+    with _network_precision(precision, rgb.device):
         output = model(rgb.contiguous(memory_format=torch.channels_last), levels)[-1]
     crop = border * pyramid_scale
     output = output[..., crop : crop + height * pyramid_scale, crop : crop + width * pyramid_scale]
@@ -152,6 +182,7 @@ def upscale(
     into: Canvas | None = None,
     precision: str = "auto",
     ensemble: int = 1,
+    device: str | torch.device | None = None,
 ) -> torch.Tensor:
     """Upscale ``(B, C, H, W)`` in [0, 1] by an integer ``scale`` in {2, 3, 4, 8}.
 
@@ -169,12 +200,23 @@ def upscale(
         network only (see the module docstring).
     ensemble : 1, 2, 4 or 8: average the network over that many flips/rotations (:func:`self_ensemble`;
         that many times the time). The network only.
+    device : where to compute: "auto", "cpu", "cuda", "cuda:N", "mps" or a ``torch.device`` (default: the
+        CPU, or the device of :func:`srdeblur.devices.using_device`). Tiles go to the device one by one and
+        come back to the CPU, where the output is assembled; ``model`` is moved there (in place). On CUDA
+        the network's hidden layers run in fp16/bf16 (``precision="auto"``), tiles are sized from free GPU
+        memory and a tile that runs out of memory is split and retried.
 
     Returns
     -------
-    ``(B, C, scale H, scale W)`` float32 in [0, 1] (or ``into``).
+    ``(B, C, scale H, scale W)`` float32 in [0, 1] on the CPU (or ``into``).
+
+    Raises
+    ------
+    srdeblur.devices.DeviceError
+        (a ValueError) for a device that is unknown or not present.
     """
     _check_image(image)
+    target = _resolve_device(device)
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {SCALES}, got {scale}")
     if method == "bicubic":
@@ -187,13 +229,15 @@ def upscale(
 
             model = load_model("lapsr")
         uses_bfloat16(precision)  # an unknown precision fails here, before any work
+        model = model.to(target)
         function = _ensembled(lambda piece: upscale_with_net(piece, model, scale=scale, precision=precision), ensemble)  # type: ignore[arg-type]
     else:
         raise ValueError(f"unknown upscale method {method!r}; expected one of {UPSCALE_METHODS}")
     if tile is None:
         per_pixel = _NET_BYTES_PER_OUTPUT_PIXEL if method == "net" else _RESIZE_BYTES_PER_OUTPUT_PIXEL
-        tile = auto_tile(image, bytes_per_output_pixel=per_pixel, scale=scale)
-    return _run(image, function, scale=scale, tile=tile, overlap=tile_overlap, on_tile=on_tile, into=into)
+        tile = auto_tile(image, bytes_per_output_pixel=per_pixel, scale=scale, budget=_device_budget(target))
+    return _run(image, _on_device(function, target), scale=scale, tile=tile, overlap=tile_overlap, on_tile=on_tile,
+                into=into)
 
 
 def _ensembled(function: TileFunction, count: int) -> TileFunction:
@@ -209,14 +253,15 @@ def _run(image: torch.Tensor, function: TileFunction, *, scale: int, tile: int, 
     if into is None:
         if tile:
             return tiled_forward(image, function, scale=scale, tile=tile, overlap=overlap, on_tile=on_tile).clamp_(0, 1)
-        return function(image).clamp(0, 1)
+        # Untiled, a lack of memory still splits the image and retries (as for a tile; the GPU's case above all).
+        return _run_tile(function, image, scale, max(image.shape[-2:]), overlap).clamp(0, 1)
     if image.shape[0] != 1:
         raise ValueError("a canvas holds one image; got a batch of {image.shape[0]}")
     if tile:
         for top, band in tiled_bands(image, function, scale=scale, tile=tile, overlap=overlap, on_tile=on_tile):
             into.paste(top, band)
     else:
-        into.paste(0, function(image))
+        into.paste(0, _run_tile(function, image, scale, max(image.shape[-2:]), overlap))
     return into  # type: ignore[return-value]
 
 
@@ -234,7 +279,7 @@ def deblur_with_net(image: torch.Tensor, model: SRNDeblur, *, precision: str = "
     extra_w = (-(width + 2 * border)) % multiple
     rgb = F.pad(_as_rgb(image), (border,) * 4, mode="reflect") if border > 0 else _as_rgb(image)
     rgb = F.pad(rgb, (0, extra_w, 0, extra_h), mode="replicate")
-    with _network_precision(precision):
+    with _network_precision(precision, rgb.device):
         output = model(rgb.contiguous(memory_format=torch.channels_last))[-1]
     output = output[..., border : border + height, border : border + width]
     return _like_input(output.contiguous(), image.shape[1])
@@ -257,6 +302,7 @@ def deblur(
     into: Canvas | None = None,
     precision: str = "auto",
     ensemble: int = 1,
+    device: str | torch.device | None = None,
 ) -> torch.Tensor:
     """Deblur ``(B, C, H, W)`` in [0, 1]; ``wiener`` and ``rl`` need the ``psf`` ``(kh, kw)`` (sum 1).
 
@@ -269,14 +315,21 @@ def deblur(
     ``tile_overlap``, ``on_tile``, ``into``, ``precision`` and ``ensemble`` apply to the network (see
     :func:`upscale`); the classical
     methods work on the whole image at once (their FFTs are global).
+
+    ``device`` (see :func:`upscale`): the network and the deconvolutions (Wiener, Richardson-Lucy, their FFTs)
+    run there; the blind PSF estimate itself runs on the CPU. The result is on the CPU.
     """
     _check_image(image)
+    target = _resolve_device(device)
     if method in ("wiener", "rl"):
         if psf is None:
             raise ValueError(f"--method {method} needs a PSF (e.g. --psf gaussian:1.5)")
         if method == "wiener":
-            return classical.wiener(image, psf, balance=balance).clamp(0, 1)
-        return classical.richardson_lucy(image, psf, iterations=iterations, tv_weight=tv_weight).clamp(0, 1)
+            wiener = _on_device(lambda piece: classical.wiener(piece, psf, balance=balance), target)
+            return wiener(image).clamp(0, 1)
+        lucy = _on_device(lambda piece: classical.richardson_lucy(piece, psf, iterations=iterations, tv_weight=tv_weight),
+                          target)
+        return lucy(image).clamp(0, 1)
     if method == "auto" and min(image.shape[-2:]) < 2 * psf_size:
         method = "net"
     if method in ("blind", "auto"):
@@ -286,10 +339,11 @@ def deblur(
                 on_psf(estimate)
             if method == "auto" and not blind.is_credible(one_image, estimate):
                 restored.append(deblur(one_image, method="net", model=model, tile=tile, tile_overlap=tile_overlap,
-                                       on_tile=on_tile, precision=precision, ensemble=ensemble))
+                                       on_tile=on_tile, precision=precision, ensemble=ensemble, device=target))
                 continue
-            deconvolved = classical.richardson_lucy(one_image, estimate, iterations=iterations, tv_weight=tv_weight)
-            restored.append(deconvolved.clamp(0, 1))
+            lucy = _on_device(lambda piece: classical.richardson_lucy(piece, estimate, iterations=iterations,
+                                                                      tv_weight=tv_weight), target)
+            restored.append(lucy(one_image).clamp(0, 1))
         return torch.cat(restored)
     if method == "net":
         if model is None:
@@ -297,10 +351,13 @@ def deblur(
 
             model = load_model("srndeblur")
         uses_bfloat16(precision)  # an unknown precision fails here, before any work
+        model = model.to(target)
         function = _ensembled(lambda piece: deblur_with_net(piece, model, precision=precision), ensemble)  # type: ignore[arg-type]
         if tile is None:
-            tile = auto_tile(image, bytes_per_output_pixel=_NET_BYTES_PER_OUTPUT_PIXEL, scale=1)
-        return _run(image, function, scale=1, tile=tile, overlap=tile_overlap, on_tile=on_tile, into=into)
+            tile = auto_tile(image, bytes_per_output_pixel=_NET_BYTES_PER_OUTPUT_PIXEL, scale=1,
+                             budget=_device_budget(target))
+        return _run(image, _on_device(function, target), scale=1, tile=tile, overlap=tile_overlap, on_tile=on_tile,
+                    into=into)
     raise ValueError(f"unknown deblur method {method!r}; expected one of {DEBLUR_METHODS}")
 
 
@@ -437,6 +494,8 @@ def _run_tile(function: TileFunction, piece: torch.Tensor, scale: int, tile: int
         smaller = max(piece.shape[-2:]) // 2
         if not _is_out_of_memory(error) or smaller < max(16, overlap):
             raise
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # the failed tile's blocks, before the smaller tiles ask again
         log.warning("a %dx%d tile ran out of memory; retrying it in tiles of %d", *piece.shape[-2:], smaller)
         return tiled_forward(piece, function, scale=scale, tile=smaller, overlap=overlap)
 

@@ -745,6 +745,11 @@ def _encode(
             del options["exif"]
     elif file_format == "WEBP":
         options.update(quality=quality, lossless=quality == 100, exact=True)
+    elif file_format == "PNG":
+        # Run-length deflate after Pillow's per-row filters: on photos 5-7x faster than the default strategy
+        # at level 6 (13 vs 62-94 ms for a 0.15-MP RGB image) and within +-2% of its size (measured on the
+        # samples and BSD68 x4 outputs; flat synthetic images compress less well). Lossless either way.
+        options.update(compress_type=zlib.Z_RLE)
     mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[samples.shape[2]]
     img = PIL.Image.fromarray(samples[..., 0] if mode == "L" else samples, mode=mode)
     if file_format == "WEBP" and mode in ("L", "LA"):
@@ -866,8 +871,46 @@ def _atomic_write(path: Path, data: bytes) -> None:
     _fsync_folder(folder)
 
 
+# Folders whose fsync is deferred to the end of a :func:`deferred_folder_sync` block (None: sync at once).
+_deferred_folders: set[Path] | None = None
+_deferred_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def deferred_folder_sync():
+    """Sync each output folder once at the end of the block instead of after every file written in it.
+
+    Every file is still written to a temporary name, fsynced and renamed, so no output is ever half-written;
+    what waits is making the renames durable (one folder fsync per folder instead of one per file). When
+    the block ends, normally or not, every rename done inside it is durable. Process-wide: writes from
+    other threads during the block are deferred too (and synced at its end).
+    """
+    global _deferred_folders
+    with _deferred_lock:
+        outer = _deferred_folders
+        if outer is None:
+            _deferred_folders = set()
+    try:
+        yield
+    finally:
+        if outer is None:
+            with _deferred_lock:
+                folders, _deferred_folders = _deferred_folders or set(), None
+            for folder in sorted(folders):
+                _sync_folder_now(folder)
+
+
 def _fsync_folder(folder: Path) -> None:
-    """Make the rename durable where the platform allows syncing a folder (POSIX); best effort."""
+    """Make the rename durable where the platform allows syncing a folder (POSIX); best effort. Inside
+    :func:`deferred_folder_sync`, only noted (synced at its end)."""
+    with _deferred_lock:
+        if _deferred_folders is not None:
+            _deferred_folders.add(folder)
+            return
+    _sync_folder_now(folder)
+
+
+def _sync_folder_now(folder: Path) -> None:
     if os.name != "posix":
         return
     with contextlib.suppress(OSError):
