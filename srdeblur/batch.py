@@ -517,6 +517,10 @@ def _write_stage(job: Job, restored: Image, *, quality: int, seconds: float) -> 
     return JobResult(job, "done", seconds=seconds + time.perf_counter() - started, notes=_losses(restored, job.target))
 
 
+# An output above this many pixels is written before the next restoration starts (no second one in memory).
+_PIPELINE_LARGE_OUTPUT_PIXELS = 32_000_000
+
+
 def run_jobs(
     jobs: list[Job],
     restore: Callable[[Image], Image],
@@ -534,7 +538,7 @@ def run_jobs(
     With ``pipeline`` (the default) a reader thread decodes the next input and a writer thread encodes and
     writes the previous output while ``restore`` runs on the calling thread: the batch goes at the pace of
     the restoration, not of the file I/O. At most one input is read ahead and two outputs wait to be
-    written, so memory stays bounded. Results and callbacks keep the order of ``jobs``. Output folders are
+    written (none behind an output of more than 32 megapixels), so memory stays bounded. Results and callbacks keep the order of ``jobs``. Output folders are
     synced once at the end (:func:`srdeblur.io.deferred_folder_sync`): every file is still fsynced before
     its atomic rename, and every rename is durable when this function returns or raises.
 
@@ -596,13 +600,18 @@ def run_jobs(
                     prepared = upcoming.result()
                     upcoming = reader.submit(read, jobs[index + 1]) if index + 1 < len(jobs) else None
                     outcome = compute(job, prepared)
+                    large = False
                     if isinstance(outcome, JobResult):
                         pending.append(outcome)
                     else:
+                        height, width = outcome[0].pixels.shape[-2:]
+                        large = height * width > _PIPELINE_LARGE_OUTPUT_PIXELS
                         pending.append(writer.submit(_write_stage, job, outcome[0], quality=quality,
                                                      seconds=outcome[1]))
-                    # Report what is finished; wait while more than two outputs are queued (bounded memory).
-                    while pending and (not isinstance(pending[0], Future) or pending[0].done() or len(pending) > 2):
+                    # Report what is finished; wait while more than two outputs are queued, or for a large one
+                    # before the next restoration starts (memory stays bounded, as without the pipeline).
+                    while pending and (not isinstance(pending[0], Future) or pending[0].done() or len(pending) > 2
+                                       or large):
                         head = pending.popleft()
                         report(head.result() if isinstance(head, Future) else head)
                 while pending:

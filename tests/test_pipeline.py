@@ -87,3 +87,20 @@ def test_folders_are_synced_once_per_batch(tmp_path, monkeypatch):
     assert synced == [tmp_path / "out"]  # 4 files written, one folder sync at the end
     write_image(tmp_path / "single.png", textured_image(4, 4))  # outside a batch: synced at once
     assert synced == [tmp_path / "out", tmp_path]
+
+
+def test_a_large_output_is_written_before_the_next_restoration(tmp_path, monkeypatch):
+    from srdeblur import batch
+
+    make_inputs(tmp_path / "in", 4)
+    monkeypatch.setattr(batch, "_PIPELINE_LARGE_OUTPUT_PIXELS", 100)  # every 16x20 output counts as large
+    jobs = plan_jobs([tmp_path / "in"], output=tmp_path / "out", suffix="_x2")
+    written_before = []
+
+    def restore(image):
+        written_before.append(len(list((tmp_path / "out").glob("*.png"))) if (tmp_path / "out").exists() else 0)
+        return bicubic(image)
+
+    results = run_jobs(jobs, restore)
+    assert [r.status for r in results] == ["done", "done", "failed", "done"]
+    assert written_before == [0, 1, 2]  # each output was on disk before the next image was restored
