@@ -273,3 +273,19 @@ def test_torchrun_two_processes_write_each_output_once(tmp_path):
     assert all(len(done) == 5 for done in per_rank)
     assert sorted(per_rank[0] + per_rank[1]) == names  # every input once, none twice
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == names
+
+
+def test_library_default_device_is_what_using_device_set(monkeypatch):
+    """Callers that pass no device (evaluation, compare --method) compute on ``using_device``'s device: with
+    ``meta`` standing in for a GPU, the work goes there (and cannot come back, having no data)."""
+    image = textured_image(12, 12)
+    monkeypatch.setattr(inference, "default_device", lambda: torch.device("meta"))
+    with pytest.raises(NotImplementedError):
+        inference.upscale(image, scale=2, method="bicubic")
+
+
+def test_eval_runs_on_the_cpu_device(capsys):
+    code, out, err = run_cli(capsys, "eval", "--method", "bicubic", "--limit", "1", "--device", "cpu", "--json",
+                             "--quiet")
+    assert code == 0, err
+    assert json.loads(out)["rows"]
