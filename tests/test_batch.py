@@ -134,10 +134,6 @@ def test_several_inputs_with_an_existing_file_output_is_a_usage_error(tmp_path):
         plan_jobs([a, b], output=existing, suffix="_x2")
 
 
-def test_usage_error_is_a_value_error():
-    assert issubclass(UsageError, ValueError)
-
-
 def test_current_folder_as_input(tmp_path, monkeypatch):
     folder = tmp_path / "shots"
     _png(folder / "a.png")

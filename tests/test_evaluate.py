@@ -3,7 +3,6 @@ the published Set5 bicubic numbers (skipped without the shared data)."""
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
@@ -310,3 +309,53 @@ def test_blind_evaluation_is_the_estimated_psf_then_the_settings_richardson_lucy
     expected = inference.deblur(sample.degraded, method="blind", iterations=settings.rl_iterations,
                                 tv_weight=settings.rl_tv_weight)
     assert torch.equal(_restore_deblur(sample, "blind", settings, None, 1), expected)
+
+
+# ------------------------------------------------------------------------------------------------ protocols for
+# real photos: realistic SR inputs, spatially varying blur, sharp photos left alone
+
+
+def test_varying_blur_is_a_convex_blend_of_shakes_and_seeded(make_image):
+    from srdeblur.evaluation import varying_blur
+
+    sharp = make_image(48, 40)
+    first = varying_blur(sharp, generator=torch.Generator().manual_seed(0), size=9)
+    again = varying_blur(sharp, generator=torch.Generator().manual_seed(0), size=9)
+    other = varying_blur(sharp, generator=torch.Generator().manual_seed(1), size=9)
+    assert torch.equal(first, again) and not torch.equal(first, other)
+    assert first.shape == sharp.shape
+    # a blend of normalised blurs keeps the mean and stays within the image's range
+    assert float(first.mean()) == pytest.approx(float(sharp.mean()), abs=0.01)
+    assert first.min() >= sharp.min() - 1e-6 and first.max() <= sharp.max() + 1e-6
+    constant = torch.full((1, 3, 20, 20), 0.3)
+    torch.testing.assert_close(varying_blur(constant, generator=torch.Generator().manual_seed(2), size=9), constant)
+
+
+def test_deblur_protocols_varying_and_none(tmp_path, make_image):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    write_image(folder / "a.png", make_image(64, 64, seed=3))
+    unblurred = evaluate(str(folder), task="deblur", methods=("input", "blind"), blur_kind="none")
+    rows = {r["method"]: r for r in unblurred.rows}
+    assert rows["input"]["psnr"] == float("inf") and rows["blind"]["psnr"] < float("inf")
+    varying = evaluate(str(folder), task="deblur", methods=("input",), blur_kind="varying")
+    assert 10 < varying.rows[0]["psnr"] < 40 and varying.rows[0]["group"] == "varying"
+    with pytest.raises(ValueError, match="known kernel"):
+        evaluate(str(folder), task="deblur", methods=("wiener",), blur_kind="varying")
+    with pytest.raises(ValueError, match="unknown blur"):
+        evaluate(str(folder), task="deblur", methods=("input",), blur_kind="rotation")
+
+
+def test_realistic_sr_samples_are_seeded_per_image_and_gray_stays_gray(tmp_path, make_image):
+    from srdeblur.evaluation import sr_samples
+
+    folder = tmp_path / "hr"
+    folder.mkdir()
+    write_image(folder / "a.png", make_image(32, 32, seed=1))
+    write_image(folder / "b.png", make_image(32, 32, channels=1, seed=2))
+    first = list(sr_samples(folder, scale=2, degradation="realistic-strong"))
+    second = list(sr_samples(folder, scale=2, degradation="realistic-strong"))
+    assert all(torch.equal(a.degraded, b.degraded) for a, b in zip(first, second))
+    assert first[0].degraded.shape == (1, 3, 16, 16) and first[1].degraded.shape == (1, 1, 16, 16)
+    clean = list(sr_samples(folder, scale=2))
+    assert not torch.equal(first[0].degraded, clean[0].degraded)

@@ -9,6 +9,7 @@ no traceback is printed and that nothing is written for it. The corpus is built 
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import struct
@@ -135,10 +136,10 @@ def make_random_bytes(path: Path) -> Path:
     return path
 
 
-def make_bomb_png(path: Path) -> Path:
-    """A valid PNG header claiming 100000 x 100000 RGB pixels (30 GB decoded) with a few bytes of data."""
-    header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
-    data = zlib.compress(b"\0" * (1 + 3 * 100_000) * 4)
+def make_bomb_png(path: Path, side: int = 100_000) -> Path:
+    """A valid PNG header claiming ``side`` x ``side`` RGB pixels (100000: 30 GB decoded) with a few bytes of data."""
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    data = zlib.compress(b"\0" * (1 + 3 * side) * 4)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", data)
                      + _png_chunk(b"IEND", b""))
     return path
@@ -280,10 +281,14 @@ def test_mixed_folder_good_odd_and_bad(tmp_path, capsys):
     assert max(quadrants[:12, :8].mean(), quadrants[12:].mean()) < 0.2
 
 
-def test_rotated_reference_agrees_with_pillow(tmp_path):
-    """Sanity check of the corpus itself: Pillow's own exif_transpose puts the white corner top-right."""
-    upright = np.asarray(PIL.ImageOps.exif_transpose(PIL.Image.open(make_rotated_jpeg(tmp_path / "r.jpg"))))
-    assert upright.shape[:2] == (12, 8) and upright[:6, 4:].mean() > 200 and upright[6:].mean() < 50
+def test_read_image_turns_the_rotated_jpeg_upright_as_pillow_does(tmp_path):
+    """srdeblur.io applies the EXIF orientation exactly as Pillow's exif_transpose (the reference) does."""
+    source = make_rotated_jpeg(tmp_path / "r.jpg")
+    upright = np.asarray(PIL.ImageOps.exif_transpose(PIL.Image.open(source)).convert("RGB"), dtype=np.float32) / 255
+    pixels = io.read_image(source).pixels[0].permute(1, 2, 0).numpy()
+    assert pixels.shape == upright.shape == (12, 8, 3)
+    np.testing.assert_allclose(pixels, upright, rtol=0, atol=1e-6)
+    assert upright[:6, 4:].mean() > 0.8 and upright[6:].mean() < 0.2  # white corner top-right: really turned
 
 
 # ------------------------------------------------------------------------------------------------ one hostile file
@@ -314,8 +319,24 @@ def test_bomb_is_refused_before_decoding(tmp_path, capsys, monkeypatch):
     decoded = []
     monkeypatch.setattr(PIL.Image.Image, "load", lambda self: decoded.append(1))
     code, _, err = run_cli(capsys, *upscale_args(source, tmp_path / "o.png"))
-    assert_one_error(code, err, 1, "100000x100000", "300000000")
+    assert_one_error(code, err, 1, "100000x100000", f"limit of {io.DEFAULT_MAX_PIXELS} pixels")
     assert decoded == []
+
+
+def test_default_pixel_limit_is_the_librarys_to_the_pixel(tmp_path, capsys, monkeypatch):
+    # One pixel row and column past the square root of io's limit: refused by the CLI's default, before decoding,
+    # and by the library's own default.
+    side = math.isqrt(io.DEFAULT_MAX_PIXELS) + 1
+    source = make_bomb_png(tmp_path / "big.png", side)
+
+    def refuse_to_decode(self):
+        raise RuntimeError("decoded the pixels of an image over the limit")
+
+    monkeypatch.setattr(PIL.Image.Image, "load", refuse_to_decode)
+    code, _, err = run_cli(capsys, *upscale_args(source, tmp_path / "o.png"))
+    assert_one_error(code, err, 1, f"{side}x{side}", f"limit of {io.DEFAULT_MAX_PIXELS} pixels")
+    with pytest.raises(io.ImageError, match=f"limit of {io.DEFAULT_MAX_PIXELS} pixels"):
+        io.read_image(source)
 
 
 def test_max_pixels_option(tmp_path, capsys):
@@ -324,10 +345,6 @@ def test_max_pixels_option(tmp_path, capsys):
     assert_one_error(code, err, 1, "10x10", "limit of 99 pixels")
     code, _, err = run_cli(capsys, *upscale_args(source, tmp_path / "o.png", "--max-pixels", "100"))
     assert code == 0, err
-
-
-def test_default_max_pixels_matches_io():
-    assert cli.DEFAULT_MAX_PIXELS == io.DEFAULT_MAX_PIXELS
 
 
 def test_folder_named_like_an_image(tmp_path, capsys):
