@@ -139,6 +139,11 @@ def data_root(explicit: str | os.PathLike | None = None) -> Path:
     return Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
 
+#: The photos shipped in ``samples/`` (samples/README.md). The ``samples`` dataset is exactly these, not the outputs
+#: commands write beside them (the README's ``srdeblur upscale samples/astronaut.png`` writes ``astronaut_x4.png``).
+SAMPLE_PHOTOS = ("astronaut.png", "camera.png", "chelsea.png", "coffee.png", "rocket.png")
+
+
 def samples_dir() -> Path:
     """The shipped sample photos (repository ``samples/``)."""
     return Path(__file__).resolve().parent.parent / "samples"
@@ -173,6 +178,8 @@ def _read_rgb_or_gray(path: Path) -> torch.Tensor:
 def _image_paths(folder_or_file: Path, limit: int | None) -> list[Path]:
     """The images of a folder in sorted order, or the one given file."""
     paths = [folder_or_file] if folder_or_file.is_file() else list_images(folder_or_file)
+    if folder_or_file.resolve() == samples_dir().resolve():
+        paths = [path for path in paths if path.name in SAMPLE_PHOTOS]
     return paths[:limit]
 
 

@@ -4,6 +4,7 @@ the published Set5 bicubic numbers (skipped without the shared data)."""
 from __future__ import annotations
 
 import os
+import shlex
 from pathlib import Path
 
 import pytest
@@ -359,3 +360,47 @@ def test_realistic_sr_samples_are_seeded_per_image_and_gray_stays_gray(tmp_path,
     assert first[0].degraded.shape == (1, 3, 16, 16) and first[1].degraded.shape == (1, 1, 16, 16)
     clean = list(sr_samples(folder, scale=2))
     assert not torch.equal(first[0].degraded, clean[0].degraded)
+
+
+# ------------------------------------------------------------------------------------------------ README, samples
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+SHIPPED_SAMPLES = ["astronaut", "camera", "chelsea", "coffee", "rocket"]
+
+
+def _readme_first_commands() -> list[list[str]]:
+    """The ``srdeblur`` commands of the README's first code block, in order (comments and ``pip ... &&`` dropped)."""
+    block = (REPOSITORY / "README.md").read_text().split("```bash\n", 1)[1].split("```", 1)[0]
+    commands = []
+    for line in block.splitlines():
+        for part in line.split("#", 1)[0].split("&&"):
+            words = shlex.split(part)
+            if words[:1] == ["srdeblur"]:
+                commands.append(words[1:])
+    return commands
+
+
+def test_readme_commands_in_order_leave_the_samples_dataset_the_five_shipped_photos(tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from srdeblur import evaluation
+    from srdeblur.cli import app
+
+    shutil.copytree(REPOSITORY / "samples", tmp_path / "samples")  # a copy: the commands write beside the photos
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(evaluation, "samples_dir", lambda: tmp_path / "samples")
+    commands = _readme_first_commands()
+    assert commands == [["upscale", "samples/astronaut.png", "--scale", "4"]]
+    for command in commands:
+        result = CliRunner().invoke(app, [*command, "--quiet"])
+        assert result.exit_code == 0, result.output
+    assert (tmp_path / "samples" / "astronaut_x4.png").is_file()  # where the README says it goes
+    result = CliRunner().invoke(app, ["eval", "--json", "--quiet"])  # default dataset: samples
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert sorted({row["image"] for row in report["rows"]}) == SHIPPED_SAMPLES
+    assert {summary["count"] for summary in report["summary"].values()} == {5}
+    assert evaluate("samples", methods=("bicubic",)).summary()["bicubic"]["count"] == 5
