@@ -124,3 +124,142 @@ def test_noise_per_image_sigma():
     # the per-image levels scale one standard-normal draw: same generator state, float sigma 0.1 on all
     scalar = add_gaussian_noise(image, 0.1, generator=torch.Generator().manual_seed(2))
     torch.testing.assert_close(noisy[2], scalar[2])
+
+
+# ------------------------------------------------------------------------------------------------ realistic
+
+import io  # noqa: E402
+import math  # noqa: E402
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from srdeblur.degrade import (  # noqa: E402
+    PRESETS,
+    RealisticConfig,
+    RoundConfig,
+    anisotropic_gaussian_kernel,
+    degradation_generator,
+    estimate_noise,
+    generalized_gaussian_kernel,
+    jpeg_compress,
+    plateau_kernel,
+    realistic_downscale,
+    sinc_kernel,
+)
+
+
+def _moments(kernel: np.ndarray) -> np.ndarray:
+    half = kernel.shape[0] // 2
+    y, x = np.mgrid[-half : half + 1, -half : half + 1]
+    return np.array([[(kernel * x * x).sum(), (kernel * x * y).sum()], [(kernel * x * y).sum(), (kernel * y * y).sum()]])
+
+
+def test_anisotropic_gaussian_has_the_hand_covariance():
+    sx, sy, theta = 3.0, 1.5, math.radians(30)
+    kernel = anisotropic_gaussian_kernel(41, sx, sy, theta)
+    rotation = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
+    expected = rotation @ np.diag([sx**2, sy**2]) @ rotation.T
+    assert kernel.sum() == pytest.approx(1.0)
+    np.testing.assert_allclose(_moments(kernel), expected, atol=0.02)
+
+
+def test_generalized_gaussian_beta_one_is_the_gaussian_and_plateau_hand_values():
+    np.testing.assert_allclose(generalized_gaussian_kernel(21, 2.0, 1.0, 0.4, 1.0),
+                               anisotropic_gaussian_kernel(21, 2.0, 1.0, 0.4), atol=1e-12)
+    # 1 / (1 + q^beta): q = 0 at the centre, q = 1 one sigma along the x axis -> ratio 2 for any beta.
+    kernel = plateau_kernel(21, 3.0, 3.0, 0.0, 1.7)
+    assert kernel[10, 10] / kernel[10, 13] == pytest.approx(2.0)
+
+
+def test_sinc_kernel_is_an_ideal_low_pass():
+    kernel = sinc_kernel(41, math.pi / 2)
+    assert kernel.sum() == pytest.approx(1.0)
+    np.testing.assert_allclose(kernel, kernel.T, atol=1e-15)
+    response = np.abs(np.fft.fft2(kernel, (256, 256)))[0]
+    assert response[int(0.1 * 128)] == pytest.approx(1.0, abs=0.03)  # pass band (0.1 pi)
+    assert response[int(0.3 * 128)] == pytest.approx(1.0, abs=0.05)
+    assert response[int(0.7 * 128)] < 0.05 and response[int(0.9 * 128)] < 0.05  # stop band
+
+
+def test_jpeg_compress_is_libjpeg_as_pillow_encodes_it():
+    rng = np.random.default_rng(0)
+    image = np.clip(np.cumsum(rng.normal(0, 0.02, (48, 40, 3)), axis=1) + 0.5, 0, 1).astype(np.float32)
+    for quality in (20, 90):
+        buffer = io.BytesIO()
+        Image.fromarray(np.round(image * 255).astype(np.uint8)).save(buffer, "JPEG", quality=quality)
+        reference = np.asarray(Image.open(buffer)).astype(np.float32) / 255
+        np.testing.assert_array_equal(jpeg_compress(image, quality), reference)
+    assert np.abs(jpeg_compress(image, 20) - image).mean() > np.abs(jpeg_compress(image, 90) - image).mean()
+
+
+def _flat_patch(value: float = 0.5, size: int = 64) -> torch.Tensor:
+    return torch.full((1, 3, size, size), value)
+
+
+def _only_noise(sigma: float, gray: float = 0.0, gaussian: float = 1.0, poisson: float = 1.0) -> RealisticConfig:
+    stage = RoundConfig(blur_probability=0.0, resize_probabilities=(0.0, 0.0, 1.0), gaussian_noise_probability=gaussian,
+                        noise_sigma=(sigma, sigma), poisson_scale=(poisson, poisson), gray_noise_probability=gray,
+                        jpeg_probability=0.0)
+    # final JPEG at 100 and no sinc: close to transparent, so the noise statistics can be checked
+    return RealisticConfig(first=stage, second=stage, second_probability=0.0, final_sinc_probability=0.0,
+                           final_jpeg_quality=(100, 100))
+
+
+def test_gaussian_noise_stage_has_the_drawn_sigma():
+    # gray noise (the same in every channel) passes JPEG 100's 4:2:0 chroma subsampling unchanged
+    gray = realistic_downscale(_flat_patch(size=256), 1, _only_noise(0.05, gray=1.0), generator=torch.Generator().manual_seed(1))
+    assert float((gray - 0.5).std()) == pytest.approx(0.05, rel=0.08)
+    colour = realistic_downscale(_flat_patch(size=128), 1, _only_noise(0.05), generator=torch.Generator().manual_seed(2))
+    assert float((gray[:, 0] - gray[:, 2]).abs().mean()) < 0.01 < float((colour[:, 0] - colour[:, 2]).abs().mean())
+
+
+def test_poisson_noise_stage_has_shot_noise_variance():
+    # Poisson at 256 photons per unit, scaled by 2: sigma = 2 sqrt(I / 256) = 0.0884 at I = 0.5
+    lr = realistic_downscale(_flat_patch(size=256), 1, _only_noise(0.0, gray=1.0, gaussian=0.0, poisson=2.0),
+                             generator=torch.Generator().manual_seed(3))
+    assert float((lr - 0.5).std()) == pytest.approx(2 * math.sqrt(0.5 / 256), rel=0.08)
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+@pytest.mark.parametrize("scale", [2, 4])
+def test_realistic_downscale_shapes_range_grid_and_determinism(make_image, preset, scale):
+    hr = make_image(64, 48).expand(2, 3, -1, -1).contiguous()
+    lr = realistic_downscale(hr, scale, preset, generator=degradation_generator(7, 3))
+    assert lr.shape == (2, 3, 64 // scale, 48 // scale) and lr.dtype == torch.float32
+    assert lr.min() >= 0 and lr.max() <= 1 and _on_8bit_grid(lr)
+    again = realistic_downscale(hr, scale, preset, generator=degradation_generator(7, 3))
+    assert torch.equal(lr, again)
+    other = realistic_downscale(hr, scale, preset, generator=degradation_generator(7, 4))
+    assert not torch.equal(lr, other)
+    # it degrades: farther from the clean bicubic LR than 8-bit rounding
+    assert float((lr - bicubic_downscale(hr, scale)).abs().mean()) > 1 / 255
+
+
+def test_strong_degrades_more_than_mild_on_average(make_image):
+    hr = make_image(96, 96)
+    errors = {}
+    for preset in ("mild", "strong"):
+        values = [float((realistic_downscale(hr, 4, preset, generator=degradation_generator(0, i))
+                         - bicubic_downscale(hr, 4)).square().mean()) for i in range(12)]
+        errors[preset] = sum(values) / len(values)
+    assert errors["strong"] > errors["mild"]
+
+
+def test_realistic_downscale_errors(make_image):
+    generator = torch.Generator().manual_seed(0)
+    with pytest.raises(ValueError, match="unknown degradation preset"):
+        realistic_downscale(make_image(16, 16), 2, "heavy", generator=generator)
+    with pytest.raises(ValueError, match="not a multiple"):
+        realistic_downscale(make_image(15, 16), 2, generator=generator)
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        realistic_downscale(torch.zeros(1, 1, 16, 16), 2, generator=generator)
+
+
+def test_estimate_noise_recovers_a_known_sigma():
+    flat = torch.full((2, 3, 128, 128), 0.5)
+    noisy = add_gaussian_noise(flat, torch.tensor([0.01, 0.04]), generator=torch.Generator().manual_seed(0))
+    estimate = estimate_noise(noisy)
+    assert estimate.shape == (2,)
+    torch.testing.assert_close(estimate, torch.tensor([0.01, 0.04]), rtol=0.1, atol=0)
+    assert float(estimate_noise(flat)[0]) < 1e-6
