@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["blur", "wiener", "richardson_lucy", "pad_for_deconvolution", "PADDING_MODES"]
+__all__ = ["blur", "wiener", "richardson_lucy", "pad_for_deconvolution", "deconvolution_domain", "PADDING_MODES"]
 
 #: Border handling accepted by :func:`blur`: torch's names, as in ``torch.nn.functional.pad``.
 PADDING_MODES = ("reflect", "replicate", "circular", "zeros")
@@ -289,9 +289,10 @@ def _check_psf(psf: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
     return psf.to(device=image.device, dtype=image.dtype)
 
 
-def _fast_length(n: int) -> int:
-    """Smallest integer ``>= n`` whose only prime factors are 2, 3 and 5 (fast for any FFT library)."""
-    candidate = max(1, n)
+def _fast_length(n: int, multiple: int = 1) -> int:
+    """Smallest multiple of ``multiple`` ``>= n`` whose only prime factors are 2, 3 and 5 (fast for any FFT
+    library; ``multiple`` itself must have only those factors)."""
+    candidate = max(multiple, -(-n // multiple) * multiple)
     while True:
         rest = candidate
         for prime in (2, 3, 5):
@@ -299,7 +300,7 @@ def _fast_length(n: int) -> int:
                 rest //= prime
         if rest == 1:
             return candidate
-        candidate += 1
+        candidate += multiple
 
 
 def _pad_indices(length: int, before: int, after: int, mode: str) -> torch.Tensor:
@@ -360,8 +361,19 @@ def pad_for_deconvolution(
     return planes.view(*image.shape[:2], *planes.shape[-2:]), origin
 
 
+def deconvolution_domain(
+    image: torch.Tensor, psf: torch.Tensor, *, pad: int | None = None, multiple: int = 1
+) -> tuple[torch.Tensor, tuple[int, int], torch.Tensor]:
+    """What an FFT deconvolution of ``image`` works on: :func:`pad_for_deconvolution`'s padded, edge-tapered
+    ``(B, C, M, N)`` array (M and N also multiples of ``multiple``, e.g. 4 for a network that halves twice),
+    the ``(top, left)`` crop origin, and the PSF's ``(M, N // 2 + 1)`` complex transfer function."""
+    _check_image(image)
+    planes, origin, transfer = _prepare(image, _check_psf(psf, image), pad, multiple)
+    return planes.view(*image.shape[:2], *planes.shape[-2:]), origin, transfer
+
+
 def _prepare(
-    image: torch.Tensor, psf: torch.Tensor, pad: int | None
+    image: torch.Tensor, psf: torch.Tensor, pad: int | None, multiple: int = 1
 ) -> tuple[torch.Tensor, tuple[int, int], torch.Tensor]:
     """Padded, edge-tapered planes ``(B * C, M, N)``, the crop origin, and the PSF's transfer function."""
     kh, kw = psf.shape
@@ -370,7 +382,7 @@ def _prepare(
     if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0:
         raise ValueError(f"pad must be an integer >= 0, got {pad!r}")
     height, width = image.shape[-2:]
-    padded_height, padded_width = _fast_length(height + 2 * pad), _fast_length(width + 2 * pad)
+    padded_height, padded_width = _fast_length(height + 2 * pad, multiple), _fast_length(width + 2 * pad, multiple)
     if kh > padded_height or kw > padded_width:
         raise ValueError(f"psf {kh}x{kw} is larger than the padded image {padded_height}x{padded_width}: increase pad")
     pads = (pad, padded_height - height - pad, pad, padded_width - width - pad)

@@ -419,7 +419,7 @@ def random_motion_psf(size: int, *, generator: torch.Generator) -> torch.Tensor:
     Parameters
     ----------
     size : int
-        Odd kernel side in ``[3, 63]`` (31 is typical).
+        Odd kernel side in ``[3, 99]`` (31 is typical).
     generator : torch.Generator
         Source of all randomness; equal generator states give equal kernels.
 
@@ -428,8 +428,8 @@ def random_motion_psf(size: int, *, generator: torch.Generator) -> torch.Tensor:
     torch.Tensor
         ``(size, size)`` float32, non-negative, sum 1.
     """
-    if isinstance(size, bool) or not isinstance(size, int) or size < 3 or size > 63 or size % 2 == 0:
-        raise PSFError(f"random motion PSF size must be an odd integer in [3, 63], got {size!r}")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 3 or size > 99 or size % 2 == 0:
+        raise PSFError(f"random motion PSF size must be an odd integer in [3, 99], got {size!r}")
     if not isinstance(generator, torch.Generator):
         raise PSFError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     tremor = float(torch.rand(1, generator=generator, dtype=torch.float64)) < 0.5

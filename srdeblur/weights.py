@@ -18,7 +18,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from srdeblur.nets import DeblurConfig, LapSR, SRConfig, SRNDeblur
+from srdeblur.nets import (DeblurConfig, DeconvConfig, DegradationGate, GateConfig, LapSR, SRConfig, SRNDeblur,
+                           USRDeconv)
 
 __all__ = [
     "WeightsError",
@@ -26,6 +27,7 @@ __all__ = [
     "weights_dir",
     "sha256_file",
     "load_model",
+    "list_models",
     "read_manifest",
     "save_tensors",
     "load_tensors",
@@ -35,6 +37,8 @@ __all__ = [
 MODELS: dict[str, tuple[str, type, type]] = {
     "lapsr": ("sr", LapSR, SRConfig),
     "srndeblur": ("deblur", SRNDeblur, DeblurConfig),
+    "usrdeconv": ("nonblind", USRDeconv, DeconvConfig),
+    "degradationgate": ("srgate", DegradationGate, GateConfig),
 }
 
 
@@ -71,6 +75,20 @@ def read_manifest(name: str, *, folder: Path | None = None) -> dict[str, Any]:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as error:
         raise WeightsError(f"{path}: unreadable manifest ({error})") from None
+
+
+def list_models(*, folder: Path | None = None) -> list[dict[str, Any]]:
+    """The manifests of every shipped weight in ``folder`` (default: the package's), sorted by name."""
+    folder = folder or weights_dir()
+    manifests = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            manifest = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(manifest, dict) and "sha256" in manifest:
+            manifests.append({"name": path.stem, **manifest})
+    return manifests
 
 
 def load_model(name: str, *, folder: Path | None = None) -> torch.nn.Module:

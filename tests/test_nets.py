@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+import math
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -424,3 +426,75 @@ def test_gated_network_grows_from_plain_weights_and_trains_its_gates():
             torch.testing.assert_close(a, b)
     gated(x)[-1].square().mean().backward()
     assert gated.net.enc1[0].gate.fc.weight.grad.abs().sum() > 0
+
+
+# ------------------------------------------------------------------------------------------------ USRDeconv
+
+from srdeblur.classical import blur as _blur  # noqa: E402
+from srdeblur.kernels import gaussian_psf as _gaussian_psf  # noqa: E402
+from srdeblur.metrics import psnr as _psnr  # noqa: E402
+from srdeblur.nets import DeconvConfig, DegradationGate, GateConfig, USRDeconv, hqs_schedule  # noqa: E402
+
+
+def test_hqs_schedule_hand_values():
+    sigma = torch.tensor([0.01, 0.0])
+    sigmas, alphas = hqs_schedule(sigma, iterations=3, first_sigma=0.2, min_sigma=0.004,
+                                  log_alphas=torch.log(torch.tensor([1.0, 2.0, 4.0])))
+    # geometric from 0.2 to max(sigma, 0.004): the middle one is the geometric mean
+    torch.testing.assert_close(sigmas[0], torch.tensor([0.2, math.sqrt(0.2 * 0.01), 0.01]))
+    torch.testing.assert_close(sigmas[1], torch.tensor([0.2, math.sqrt(0.2 * 0.004), 0.004]))
+    # alpha_i = exp(log_alpha_i) (sigma / 0.01)^2
+    torch.testing.assert_close(alphas[0], torch.tensor([1.0, 2.0, 4.0]))
+    torch.testing.assert_close(alphas[1], torch.tensor([1.0, 2.0, 4.0]) * 0.4**2)
+
+
+def test_usrdeconv_untrained_starts_at_wiener_and_already_deblurs(make_image):
+    from srdeblur.classical import wiener
+
+    torch.manual_seed(0)
+    model = USRDeconv(DeconvConfig(channels=8, iterations=3)).eval()
+    sharp = make_image(48, 44)
+    psf = _gaussian_psf(1.5)
+    blurred = _blur(sharp, psf)
+    with torch.no_grad():
+        (restored,) = model(blurred, psf, torch.tensor([0.01]))
+        model.log_alphas.fill_(30.0)  # data steps that keep z: the output is the Wiener start itself
+        (start,) = model(blurred, psf, torch.tensor([0.01]))
+    assert restored.shape == sharp.shape
+    # the Wiener start: balance exp(log_balance) sigma^2 = 50 x 1e-4, on the same padded domain as classical's
+    torch.testing.assert_close(start, wiener(blurred, psf, balance=0.005, pad=USRDeconv.padding(psf.shape), clip=False),
+                               atol=2e-3, rtol=0)
+    # the prior starts at zero: the data steps from there deblur more than the blur, and no worse than Wiener
+    assert float(_psnr(restored.clamp(0, 1), sharp, shave=4)[0]) > float(_psnr(blurred, sharp, shave=4)[0]) + 2
+
+
+def test_usrdeconv_per_image_psfs_equal_one_by_one(make_image):
+    torch.manual_seed(1)
+    model = USRDeconv(DeconvConfig(channels=8, iterations=2)).eval()
+    with torch.no_grad():
+        for parameter in model.prior.tail.parameters():
+            parameter.normal_(0, 0.01)  # a non-trivial prior
+    images = torch.cat([make_image(24, 24, seed=1), make_image(24, 24, seed=2)])
+    psfs = torch.stack([_gaussian_psf(1.0, size=7), torch.eye(7) / 7])
+    sigma = torch.tensor([0.01, 0.03])
+    with torch.no_grad():
+        (both,) = model(images, psfs, sigma)
+        first = model(images[:1], psfs[0], sigma[:1])[0]
+        second = model(images[1:], psfs[1], sigma[1:])[0]
+    torch.testing.assert_close(both, torch.cat([first, second]), atol=1e-5, rtol=0)
+
+
+def test_usrdeconv_shape_errors(make_image):
+    model = USRDeconv(DeconvConfig(channels=8, iterations=1))
+    with pytest.raises(ValueError, match="expects"):
+        model(torch.zeros(1, 1, 16, 16), torch.ones(3, 3) / 9, torch.tensor([0.01]))
+    with pytest.raises(ValueError, match="psf must be"):
+        model(make_image(16, 16), torch.ones(2, 2, 3, 3), torch.tensor([0.01]))
+
+
+def test_degradation_gate_shapes_and_errors(make_image):
+    gate = DegradationGate(GateConfig(channels=4))
+    assert gate(torch.cat([make_image(9, 13)] * 2))[0].shape == (2,)
+    assert gate(make_image(40, 31))[0].shape == (1,)
+    with pytest.raises(ValueError, match="expects"):
+        gate(torch.zeros(1, 1, 16, 16))

@@ -431,3 +431,88 @@ def test_training_learns_a_tiny_problem(tmp_path):
     assert fixed_loss(trained) < 0.75 * loss_before
     assert after > before + 2.5
     assert after > best_untrained + 0.4
+
+
+# ------------------------------------------------------------------------------------------------ realistic SR,
+# known-PSF deconvolution and the SR gate
+
+
+def test_realistic_sr_batch_mixes_clean_and_degraded(image_folder):
+    from srdeblur.degrade import bicubic_downscale
+    from srdeblur.train import random_patches, realistic_lr
+
+    images, _ = load_training_images((str(image_folder),), val_fraction=3)
+    hr = random_patches(images, 16, 32, generator=torch.Generator().manual_seed(0))
+    lr = realistic_lr(hr, 2, 0.5, generator=torch.Generator().manual_seed(1))
+    clean = bicubic_downscale(hr, 2)
+    same = [torch.equal(a, b) for a, b in zip(lr, clean)]
+    assert lr.shape == clean.shape and 3 <= sum(same) <= 13  # about half left clean
+    assert torch.equal(realistic_lr(hr, 2, 1.0, generator=torch.Generator().manual_seed(1)), clean)
+    config = replace(tiny_config(image_folder, Path("unused")), degradation="realistic", batch=4)
+    lr_batch, targets = make_sr_batch(images, config, generator=torch.Generator().manual_seed(5))
+    assert targets[-1].shape[-1] == lr_batch.shape[-1] * 2 ** len(targets)
+
+
+def test_nonblind_batch_psfs_noise_and_targets(image_folder):
+    from srdeblur.train import make_nonblind_batch
+
+    images, _ = load_training_images((str(image_folder),), val_fraction=3)
+    config = replace(tiny_config(image_folder, Path("unused")), task="nonblind", batch=6, patch=24, max_kernel=15,
+                     curriculum=0.0, max_noise=0.05)
+    (blurred, psfs, sigma), (target,) = make_nonblind_batch(images, config, step=0, generator=torch.Generator().manual_seed(2))
+    assert blurred.shape == target.shape == (6, 3, 24, 24)
+    assert psfs.shape[0] == 6 and psfs.shape[1] == psfs.shape[2] and psfs.shape[1] % 2 == 1 and psfs.shape[1] <= 15
+    torch.testing.assert_close(psfs.sum(dim=(1, 2)), torch.ones(6))
+    assert (sigma >= 0).all() and (sigma < 0.08).all()
+    again = make_nonblind_batch(images, config, step=0, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(again[0][0], blurred) and torch.equal(again[0][1], psfs)
+
+
+def test_random_nonblind_psfs_fit_and_are_normalised():
+    from srdeblur.train import perturb_psf, random_nonblind_psf
+
+    generator = torch.Generator().manual_seed(0)
+    for size in (7, 31, 75):
+        for _ in range(12):
+            psf = random_nonblind_psf(size, generator=generator)
+            assert max(psf.shape) <= size and (psf >= 0).all()
+            assert float(psf.sum()) == pytest.approx(1.0, abs=1e-5)
+    line = torch.zeros(15, 15)
+    line[7, 2:13] = 1 / 11
+    warped = perturb_psf(line, generator=torch.Generator().manual_seed(3))
+    assert float(warped.sum()) == pytest.approx(1.0, abs=1e-5) and not torch.equal(warped, line)
+    assert float((warped - line).abs().sum()) < 1.5  # a perturbation, not a different kernel
+
+
+def test_nonblind_and_gate_training_run_validate_and_export(image_folder, tmp_path):
+    from srdeblur.nets import DeconvConfig, GateConfig
+    from srdeblur.train import export_weights
+    from srdeblur.weights import load_model
+
+    nonblind = replace(tiny_config(image_folder, tmp_path / "nonblind"), task="nonblind", patch=24, max_kernel=9,
+                       total_steps=2, val_every=2, val_crop=40, nonblind=DeconvConfig(channels=4, iterations=2))
+    info = train(nonblind)
+    assert set(info["history"][-1]) >= {"psnr", "wiener", "gain"}
+    gate = replace(tiny_config(image_folder, tmp_path / "gate"), task="srgate", patch=32, total_steps=2, val_every=2,
+                   val_crop=32, gate=GateConfig(channels=4))
+    info = train(gate)
+    assert 0 <= info["history"][-1]["accuracy"] <= 1
+    for run, name, architecture in ((tmp_path / "nonblind", "nb", "usrdeconv"), (tmp_path / "gate", "g", "degradationgate")):
+        manifest = export_weights(run, name, folder=tmp_path / "weights")
+        assert manifest["architecture"] == architecture
+        assert type(load_model(name, folder=tmp_path / "weights")).__name__ in ("USRDeconv", "DegradationGate")
+
+
+def test_log_charbonnier_weights_every_image_alike():
+    from srdeblur.train import log_charbonnier
+
+    target = torch.zeros(2, 3, 4, 4)
+    prediction = torch.stack([torch.full((3, 4, 4), 0.2), torch.full((3, 4, 4), 0.05)])
+    expected = (math.log(math.sqrt(0.2**2 + 1e-6)) + math.log(math.sqrt(0.05**2 + 1e-6))) / 2
+    assert float(log_charbonnier(prediction, target)) == pytest.approx(expected, rel=1e-5)
+    # halving one image's error lowers the loss by the same amount whichever image it is
+    for index in (0, 1):
+        better = prediction.clone()
+        better[index] /= 2
+        assert float(log_charbonnier(prediction, target) - log_charbonnier(better, target)) == pytest.approx(
+            math.log(2) / 2, abs=2e-3)
