@@ -24,9 +24,9 @@ import os
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
 from torch.nn import functional as F
@@ -40,12 +40,15 @@ __all__ = [
     "Ignored",
     "Job",
     "JobResult",
+    "Restored",
+    "SideImage",
     "UsageError",
     "check_writable",
     "fill_transparent",
     "plan_jobs",
     "process_image",
     "run_jobs",
+    "side_path",
 ]
 
 # Suffixes that name the same file format; ``--format jpg`` accepts ``-o photo.jpeg``.
@@ -78,7 +81,10 @@ class JobResult:
     status : "done", "skipped" or "failed".
     message : one line: why it failed or was skipped ("" when done).
     seconds : wall time spent on the job.
-    notes : what the output format could not keep (e.g. "alpha dropped: .jpg cannot store it").
+    notes : what the output format could not keep (e.g. "alpha dropped: .jpg cannot store it"), and side
+        images that could not be written.
+    info : what the restoration said about the job (:attr:`Restored.info`; empty if it said nothing or never
+        ran), e.g. ``{"deblur": {"path": "blind", ...}}``.
     """
 
     job: Job
@@ -86,6 +92,37 @@ class JobResult:
     message: str = ""
     seconds: float = 0.0
     notes: tuple[str, ...] = ()
+    info: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+
+@dataclass(frozen=True)
+class SideImage:
+    """An extra file written beside a job's output: ``<output stem><suffix>``, e.g. ``photo_deblurred_psf.png``.
+
+    ``pixels`` is ``(1, C, h, w)`` float in [0, 1], written with ``bit_depth`` (8 or 16) by
+    :func:`srdeblur.io.write_image` (atomically) after the output itself, and only if the output was written.
+    It replaces a file of that name, but never an input or an output of the batch; one that cannot be written is
+    a note on the job, not a failure (the output is fine).
+    """
+
+    suffix: str
+    pixels: torch.Tensor
+    bit_depth: int = 8
+
+
+@dataclass(frozen=True)
+class Restored:
+    """What a restoration may return instead of a bare :class:`~srdeblur.io.Image`: the image, ``info``
+    (JSON-able, carried to :attr:`JobResult.info`) and side images to write beside the output."""
+
+    image: Image
+    info: Mapping[str, Any] = field(default_factory=dict)
+    side_images: tuple[SideImage, ...] = ()
+
+
+def side_path(target: Path, suffix: str) -> Path:
+    """Where a :class:`SideImage` with ``suffix`` of the output ``target`` is written."""
+    return target.with_name(f"{target.stem}{suffix}")
 
 
 @dataclass(frozen=True)
@@ -504,17 +541,36 @@ def _read_stage(job: Job, *, overwrite: bool, skip_existing: bool, max_pixels: i
     return _Read(image, time.perf_counter() - started)
 
 
-def _write_stage(job: Job, restored: Image, *, quality: int, seconds: float) -> JobResult:
-    """Encode and write the output atomically (the writer's share of a job); ``seconds`` spent before it."""
+def _write_stage(job: Job, restored: Restored, *, quality: int, seconds: float,
+                 protected: frozenset[str] = frozenset()) -> JobResult:
+    """Encode and write the output atomically, then its side images (the writer's share of a job); ``seconds``
+    spent before it. ``protected``: :func:`_key` of the batch's inputs and outputs, which no side image replaces."""
     started = time.perf_counter()
     created: list[Path] = []
+    image = restored.image
     try:
         created = _make_folder(job.target.parent)
-        write_image(job.target, restored.pixels, alpha=restored.alpha, meta=restored.meta, quality=quality)
+        write_image(job.target, image.pixels, alpha=image.alpha, meta=image.meta, quality=quality)
     except Exception as error:  # noqa: BLE001 - as above
         _remove_empty(created)
-        return _failure(job, error, seconds + time.perf_counter() - started)
-    return JobResult(job, "done", seconds=seconds + time.perf_counter() - started, notes=_losses(restored, job.target))
+        return replace(_failure(job, error, seconds + time.perf_counter() - started), info=restored.info)
+    notes = _losses(image, job.target)
+    for side in restored.side_images:
+        notes += _write_side(side_path(job.target, side.suffix), side, protected)
+    return JobResult(job, "done", seconds=seconds + time.perf_counter() - started, notes=notes, info=restored.info)
+
+
+def _write_side(path: Path, side: SideImage, protected: frozenset[str]) -> tuple[str, ...]:
+    """Write one side image; a note if it was not written, else nothing."""
+    try:
+        if _key(path) in protected:
+            return (f"{path.name} not written: it would replace an input or output of this batch",)
+        if path.is_dir():
+            return (f"{path.name} not written: a folder has that name",)
+        write_image(path, side.pixels, bit_depth=side.bit_depth)
+    except Exception as error:  # noqa: BLE001 - the output is written; the side file only earns a note
+        return (f"{path.name} not written: {_one_line(error)}",)
+    return ()
 
 
 # An output above this many pixels is written before the next restoration starts (no second one in memory).
@@ -523,7 +579,7 @@ _PIPELINE_LARGE_OUTPUT_PIXELS = 32_000_000
 
 def run_jobs(
     jobs: list[Job],
-    restore: Callable[[Image], Image],
+    restore: Callable[[Image], Image | Restored],
     *,
     overwrite: bool = False,
     skip_existing: bool = False,
@@ -546,8 +602,9 @@ def run_jobs(
     ----------
     jobs : from :func:`plan_jobs`.
     restore : maps an :class:`~srdeblur.io.Image` to the restored one (pixels, alpha and metadata), e.g.
-        ``lambda image: process_image(image, upscaler)``. Always called on the calling thread, one job at a
-        time.
+        ``lambda image: process_image(image, upscaler)``; or to a :class:`Restored`, which adds info for the
+        job's result and side images written beside the output (e.g. an estimated PSF; never counted as jobs).
+        Always called on the calling thread, one job at a time.
     overwrite : replace existing outputs (atomically: the old file stays intact until the new one is complete).
     skip_existing : leave existing outputs alone (status "skipped"): resumes an interrupted batch.
     max_pixels : refuse inputs whose header claims more pixels (before decoding); default that of
@@ -572,15 +629,19 @@ def run_jobs(
             on_result(result)
 
     read = functools.partial(_read_stage, overwrite=overwrite, skip_existing=skip_existing, max_pixels=max_pixels)
+    protected = frozenset(_key(path) for job in jobs for path in (job.source, job.target))  # from side images
+    write = functools.partial(_write_stage, quality=quality, protected=protected)
 
-    def compute(job: Job, prepared: _Read | JobResult) -> tuple[Image, float] | JobResult:
+    def compute(job: Job, prepared: _Read | JobResult) -> tuple[Restored, float] | JobResult:
         if isinstance(prepared, JobResult):
             return prepared
         if on_start:
             on_start(job)
         started = time.perf_counter()
         try:
-            return restore(prepared.image), prepared.seconds + time.perf_counter() - started
+            restored = restore(prepared.image)
+            restored = restored if isinstance(restored, Restored) else Restored(restored)
+            return restored, prepared.seconds + time.perf_counter() - started
         except Exception as error:  # noqa: BLE001 - as above
             return _failure(job, error, prepared.seconds + time.perf_counter() - started)
 
@@ -588,8 +649,7 @@ def run_jobs(
         if not pipeline:
             for job in jobs:
                 outcome = compute(job, read(job))
-                report(outcome if isinstance(outcome, JobResult) else
-                       _write_stage(job, outcome[0], quality=quality, seconds=outcome[1]))
+                report(outcome if isinstance(outcome, JobResult) else write(job, outcome[0], seconds=outcome[1]))
             return results
         with ThreadPoolExecutor(1, thread_name_prefix="srdeblur-read") as reader, \
                 ThreadPoolExecutor(1, thread_name_prefix="srdeblur-write") as writer:
@@ -604,10 +664,9 @@ def run_jobs(
                     if isinstance(outcome, JobResult):
                         pending.append(outcome)
                     else:
-                        height, width = outcome[0].pixels.shape[-2:]
+                        height, width = outcome[0].image.pixels.shape[-2:]
                         large = height * width > _PIPELINE_LARGE_OUTPUT_PIXELS
-                        pending.append(writer.submit(_write_stage, job, outcome[0], quality=quality,
-                                                     seconds=outcome[1]))
+                        pending.append(writer.submit(write, job, outcome[0], seconds=outcome[1]))
                     # Report what is finished; wait while more than two outputs are queued, or for a large one
                     # before the next restoration starts (memory stays bounded, as without the pipeline).
                     while pending and (not isinstance(pending[0], Future) or pending[0].done() or len(pending) > 2

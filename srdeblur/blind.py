@@ -46,7 +46,7 @@ from srdeblur.classical import _laplacian_spectrum, _transfer_function
 from srdeblur.kernels import gaussian_psf
 
 __all__ = [
-    "estimate_psf", "l0_deconvolve", "psf_spread", "edge_slope_ratio", "is_credible",
+    "estimate_psf", "l0_deconvolve", "psf_spread", "edge_slope_ratio", "is_credible", "why_not_credible",
     "DEFAULT_PSF_SIZE", "CREDIBLE_SPREAD", "CREDIBLE_SLOPE_RATIO",
 ]
 
@@ -123,8 +123,33 @@ def edge_slope_ratio(image: torch.Tensor, psf: torch.Tensor) -> float:
 def is_credible(image: torch.Tensor, psf: torch.Tensor) -> bool:
     """Whether ``psf``, estimated from ``image`` ``(1, C, H, W)``, is worth deconvolving with: its spread is at
     most :data:`CREDIBLE_SPREAD` px and the photo's edges are no steeper than it allows
-    (:func:`edge_slope_ratio` at most :data:`CREDIBLE_SLOPE_RATIO`)."""
-    return psf_spread(psf) <= CREDIBLE_SPREAD and edge_slope_ratio(image, psf) <= CREDIBLE_SLOPE_RATIO
+    (:func:`edge_slope_ratio` at most :data:`CREDIBLE_SLOPE_RATIO`); see :func:`why_not_credible`."""
+    return not why_not_credible(psf_spread(psf), edge_slope_ratio(image, psf))
+
+
+def why_not_credible(spread: float, slope_ratio: float) -> list[str]:
+    """The gate's objections to an estimate, one short line each; empty when it is credible.
+
+    ``spread`` is the estimate's :func:`psf_spread` (px), ``slope_ratio`` the photo's :func:`edge_slope_ratio`
+    with it. At most :data:`CREDIBLE_SPREAD` and :data:`CREDIBLE_SLOPE_RATIO` pass (NaN does not), e.g.
+    ``why_not_credible(212, 3.1) == ["spread 212 px > 180", "edges 3.1x steeper than the PSF allows > 2.5"]``.
+    """
+    reasons = []
+    if not spread <= CREDIBLE_SPREAD:
+        reasons.append(f"spread {_above(spread, CREDIBLE_SPREAD, 0)} px > {CREDIBLE_SPREAD:g}")
+    if not slope_ratio <= CREDIBLE_SLOPE_RATIO:
+        reasons.append(f"edges {_above(slope_ratio, CREDIBLE_SLOPE_RATIO, 1)}x steeper than the PSF allows"
+                       f" > {CREDIBLE_SLOPE_RATIO:g}")
+    return reasons
+
+
+def _above(value: float, limit: float, digits: int) -> str:
+    """``value`` with ``digits`` decimals, or as many more as it takes to print it above ``limit`` (at most 6)."""
+    text = f"{value:.{digits}f}"
+    while digits < 6 and math.isfinite(value) and float(text) <= limit:
+        digits += 1
+        text = f"{value:.{digits}f}"
+    return text
 
 
 def _check_image(image: torch.Tensor) -> None:

@@ -7,6 +7,7 @@ Exit codes: 0 all done, 1 some inputs failed, 2 usage error, 130 interrupted.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import sys
@@ -43,6 +44,18 @@ class DeblurMethod(str, Enum):
 class Task(str, Enum):
     sr = "sr"
     deblur = "deblur"
+
+
+class TrainTask(str, Enum):
+    sr = "sr"
+    deblur = "deblur"
+    nonblind = "nonblind"
+    srgate = "srgate"
+
+
+class TrainDegradation(str, Enum):
+    bicubic = "bicubic"
+    realistic = "realistic"
 
 
 class OutputFormat(str, Enum):
@@ -265,7 +278,20 @@ def _result_line(result) -> str:
     if result.status == "skipped":
         return f"[yellow]skipped[/yellow] {source}: {escape(result.message)}"
     notes = "".join(f"; [yellow]note:[/yellow] {escape(n)}" for n in result.notes)
-    return f"[green]done[/green] {source} -> {target} ({result.seconds:.2f}s){notes}"
+    done = _decision_text(result.info.get("deblur"))
+    return f"[green]done[/green] {source} -> {target} ({result.seconds:.2f}s{escape(done)}){notes}"
+
+
+def _decision_text(decision) -> str:
+    """``, blind`` / ``, net: spread 212 px > 180``: the deblurring path of a file, for its line ("" if none)."""
+    if not decision:
+        return ""
+    reasons = "; ".join(decision.get("reasons") or ())
+    if not reasons:
+        return f", {decision['path']}"
+    if decision["path"] == "net":
+        return f", net: {reasons}"  # auto fell back to the network
+    return f", {decision['path']} despite {reasons}"  # blind deconvolves whatever the gate says
 
 
 _MAX_NOTES_SHOWN = 20
@@ -290,7 +316,7 @@ def _summary(results: list, ignored: list, *, interrupted: bool, total: int) -> 
     return {
         "results": [
             {"input": str(r.job.source), "output": str(r.job.target), "status": r.status, "message": r.message,
-             "seconds": r.seconds, "notes": list(r.notes)} for r in results
+             "seconds": r.seconds, "notes": list(r.notes), **r.info} for r in results
         ],
         "ignored": [{"path": str(entry.path), "reason": entry.reason} for entry in ignored],
         "counts": counts,
@@ -365,6 +391,7 @@ def upscale(
     inputs: Inputs,
     scale: Annotated[int, typer.Option("--scale", "-s", help="Upscaling factor: 2, 3, 4 or 8.")] = 4,
     method: Annotated[UpscaleMethod, typer.Option(help="net (learned), bicubic (MATLAB) or lanczos.")] = UpscaleMethod.net,
+    model_name: Annotated[Optional[str], typer.Option("--model", help="Shipped SR weights for --method net (see `srdeblur models`): lapsr (clean inputs), lapsr-real (noisy, JPEG, soft photos). Default: chosen per image by the srgate classifier.", show_default=False)] = None,
     output: Output = None,
     recursive: Recursive = False,
     overwrite: Overwrite = False,
@@ -395,7 +422,11 @@ def upscale(
     from srdeblur.batch import process_image
     from srdeblur.inference import upscale as upscale_pixels
 
-    model = _load_model("lapsr") if method == UpscaleMethod.net else None
+    # No --model: the library picks lapsr or lapsr-real per image (inference.default_sr_weights); the weights it
+    # may pick are loaded here, so missing or damaged ones stop the command before any file is read.
+    model = _load_sr_model(model_name) if method == UpscaleMethod.net and model_name else None
+    if method == UpscaleMethod.net and not model_name:
+        _preload_default_sr_weights()
 
     def make_restore(on_tile):
         def restore(image):
@@ -418,9 +449,11 @@ def deblur(
     method: Annotated[Optional[DeblurMethod], typer.Option(help="auto (blind: estimate the PSF and deconvolve, or the network where the estimate is not credible), blind (always the estimated PSF), net (the network alone), wiener or rl (need --psf). Default: wiener with --psf, else auto.", show_default=False)] = None,
     psf: Annotated[Optional[str], typer.Option(help="gaussian:SIGMA, motion:LENGTH,ANGLE, disk:RADIUS or a PNG/NPY kernel.")] = None,
     psf_size: Annotated[int, typer.Option(min=5, help="auto/blind: side of the estimated PSF in pixels (odd); the blur must fit in it.")] = 25,  # blind.DEFAULT_PSF_SIZE
+    save_psf: Annotated[bool, typer.Option("--save-psf", help="auto/blind: write the estimated PSF beside each output as <output stem>_psf.png (16-bit, peak 65535), also where auto ran the network.")] = False,
     iterations: Annotated[int, typer.Option(min=1, help="Richardson-Lucy iterations (rl, auto, blind).")] = 30,
     balance: Annotated[float, typer.Option(min=0.0, help="Wiener regularisation weight.")] = 0.005,
     tv: Annotated[Optional[float], typer.Option(min=0.0, help="Total-variation weight for Richardson-Lucy (0: plain RL). Default: 0.002 with auto/blind, 0 with rl.", show_default=False)] = None,
+    noise: Annotated[str, typer.Option(help="--psf with --method net: the noise sigma on the 0..1 scale (0.01 = 2.55/255; '1%' works too), or auto: estimated from each image.")] = "auto",
     output: Output = None,
     recursive: Recursive = False,
     overwrite: Overwrite = False,
@@ -437,13 +470,13 @@ def deblur(
     quiet: Quiet = False,
     as_json: JsonOut = False,
 ) -> None:
-    """Deblur images: blind (estimated PSF or the network), or with a known PSF (Wiener, Richardson-Lucy)."""
+    """Deblur images: blind (estimated PSF or the network), or with a known PSF (the learned net, Wiener, Richardson-Lucy)."""
     _check_ensemble(ensemble)
     tile_size = _parse_tile(tile)
     options = BatchOptions(output, recursive, overwrite, skip_existing, quiet, as_json, output_format, quality,
                            max_pixels, _parse_shard(shard))
     target_device = _parse_device(device)
-    from srdeblur.batch import process_image
+    from srdeblur.batch import Restored, process_image
     from srdeblur.inference import deblur as deblur_pixels
     from srdeblur.kernels import PSFError, parse_psf
 
@@ -451,22 +484,35 @@ def deblur(
         method = DeblurMethod.wiener if psf is not None else DeblurMethod.auto
     if psf_size % 2 == 0:
         _fail(f"--psf-size must be odd, got {psf_size}")
-    if psf is not None and method not in (DeblurMethod.wiener, DeblurMethod.rl):
-        _fail(f"--method {method.value} is blind: drop --psf, or use --method rl or wiener with it")
+    if psf is not None and method not in (DeblurMethod.wiener, DeblurMethod.rl, DeblurMethod.net):
+        _fail(f"--method {method.value} is blind: drop --psf, or use --method net, rl or wiener with it")
+    if save_psf and (psf is not None or method not in (DeblurMethod.auto, DeblurMethod.blind)):
+        _fail("--save-psf writes the PSF that --method auto or blind estimates; "
+              + ("--psf gives a known one" if psf is not None else f"--method {method.value} estimates none"))
+    sigma = _parse_noise(noise)
+    if psf is not None and method == DeblurMethod.net and ensemble > 1:
+        _fail("--ensemble applies to the blind network only, not to --psf with --method net")
     if tv is None:
         tv = BLIND_TV_WEIGHT if method in (DeblurMethod.auto, DeblurMethod.blind) else 0.0
     kernel = None
-    if method in (DeblurMethod.wiener, DeblurMethod.rl):
+    if method in (DeblurMethod.wiener, DeblurMethod.rl) or psf is not None:
         if psf is None:
             _fail(f"--method {method.value} needs --psf (e.g. --psf gaussian:1.5 or --psf kernel.png)")
         try:
             kernel = parse_psf(psf)
         except PSFError as error:
             _fail(f"--psf: {error}")
-    model = _load_model("srndeblur") if method in (DeblurMethod.net, DeblurMethod.auto) else None
+    if kernel is not None and method == DeblurMethod.net:
+        model = _load_model("usrdeconv")
+        # a PSF beyond the training range is logged by the library (a warning, not an error)
+    else:
+        model = _load_model("srndeblur") if method in (DeblurMethod.net, DeblurMethod.auto) else None
 
     def make_restore(on_tile):
         def restore(image):
+            decisions: list = []  # what the library did to this image (one dict), for --json and the file's line
+            estimates: list = []  # --save-psf: the estimated PSF
+
             def colour(pixels):
                 if kernel is not None:
                     _check_psf_fits(kernel, pixels)
@@ -474,13 +520,66 @@ def deblur(
                 return deblur_pixels(pixels, method=method.value, psf=kernel, psf_size=psf_size, iterations=iterations,
                                      balance=balance, tv_weight=tv, model=model, tile=tile_size,
                                      tile_overlap=tile_overlap, on_tile=on_tile, into=canvas,
-                                     precision=precision.value, ensemble=ensemble, device=target_device)
+                                     precision=precision.value, ensemble=ensemble, device=target_device, noise=sigma,
+                                     on_psf=estimates.append if save_psf else None, on_decision=decisions.append)
 
-            return process_image(image, colour)
+            restored = process_image(image, colour)
+            return Restored(restored, {"deblur": decisions[0]} if decisions else {},
+                            tuple(_psf_side_image(estimate) for estimate in estimates[:1]))
 
         return restore
 
     _run_batch(inputs, options, "_deblurred", make_restore)
+
+
+def _psf_side_image(estimate):
+    """``--save-psf``: the estimate as a 16-bit gray side image ``<output stem>_psf.png``, its peak at 65535
+    (:func:`srdeblur.kernels.load_psf` reads it back, normalised)."""
+    from srdeblur.batch import SideImage
+
+    return SideImage("_psf.png", (estimate / estimate.max()).float()[None, None], bit_depth=16)
+
+
+def _parse_noise(text: str) -> Optional[float]:
+    """``--noise``: None for auto, else a sigma in [0, 0.5] (a trailing % divides by 100)."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= 0.5:  # also rejects NaN
+        _fail(f"--noise must be auto or a sigma in [0, 0.5] (0.01 = 1 %), got {text!r}")
+    return value
+
+
+def _load_sr_model(name: str):
+    """``--model NAME`` for upscale: unknown names exit 2 with the valid ones; another task's weights exit 1."""
+    from srdeblur.weights import WeightsError, list_models
+
+    shipped = {entry["name"]: entry for entry in list_models()}
+    sr_names = sorted(n for n, entry in shipped.items() if entry.get("task") == "sr")
+    if name not in shipped:
+        _fail(f"--model: no shipped weights named {name!r}; SR weights: {', '.join(sr_names)}")
+    if shipped[name].get("task") != "sr":
+        _fail(f"--model {name}: these are {shipped[name].get('task')} weights, not super-resolution "
+              f"(SR weights: {', '.join(sr_names)})", code=1)
+    try:
+        return _load_model(name)
+    except WeightsError as error:
+        _fail(str(error), code=1)
+
+
+def _preload_default_sr_weights() -> None:
+    from srdeblur.inference import shipped_model
+    from srdeblur.weights import WeightsError, weights_dir
+
+    names = ["lapsr"] + [n for n in ("srgate", "lapsr-real") if (weights_dir() / f"{n}.json").is_file()]
+    try:
+        for name in names:
+            shipped_model(name)
+    except WeightsError as error:
+        _fail(str(error), code=1)
 
 
 def _load_model(name: str):
@@ -492,12 +591,31 @@ def _load_model(name: str):
         _fail(str(error), code=1)
 
 
+@app.command("models")
+def models_command(as_json: JsonOut = False) -> None:
+    """List the shipped weights: name, task, parameters, what each is for."""
+    from srdeblur.report import print_json, stderr_console
+    from srdeblur.weights import list_models
+
+    entries = list_models()
+    console = stderr_console(quiet=False)
+    for entry in entries:
+        console.print(f"{entry['name']:<12} {entry.get('task', '?'):<9} {entry.get('params', 0):>9,} params  "
+                      f"{entry.get('description', '')}", highlight=False, soft_wrap=True)
+    if as_json:
+        print_json({"models": [{k: e.get(k) for k in ("name", "task", "architecture", "params", "description")}
+                               for e in entries]})
+
+
 @app.command("eval")
 def evaluate_command(
     dataset: Annotated[str, typer.Option(help="samples, set5, set14, bsd68, levin, sun2013, or a folder of ground-truth images.")] = "samples",
     task: Annotated[Optional[Task], typer.Option(help="sr or deblur (default: the dataset's own).")] = None,
     scale: Annotated[int, typer.Option(help="SR factor (2, 3, 4, 8); also the border shaved.")] = 4,
-    method: Annotated[Optional[str], typer.Option(help="Comma-separated methods, sr: bicubic, lanczos, net; deblur: input, wiener, rl (true PSF), blind, auto, net (e.g. input,auto,net).")] = None,
+    method: Annotated[Optional[str], typer.Option(help="Comma-separated methods, sr: bicubic, lanczos, net (the default weights, chosen per image), lapsr, lapsr-real; deblur: input, wiener, rl, net-psf (true PSF), blind, blind-net (estimated PSF), auto, net (e.g. input,auto,net).")] = None,
+    degradation: Annotated[str, typer.Option(help="sr: bicubic (the papers' clean LR), realistic-mild or realistic-strong (blur, resize, noise, JPEG; seeded per image).")] = "bicubic",
+    noise: Annotated[float, typer.Option(min=0.0, max=0.5, help="sun2013 and folders with --task deblur: sigma of the noise added after the blur (0.01: Sun et al.'s 1 %; 0.03 their 3 %).")] = 0.01,
+    blur: Annotated[str, typer.Option(help="sun2013 and folders with --task deblur: levin (Levin's 8 kernels), varying (2-4 shakes blended across the frame, seeded) or none (sharp photos scored against themselves).")] = "levin",
     data_root: Annotated[Optional[Path], typer.Option(envvar="SRDEBLUR_DATA", help="Folder holding the named datasets.")] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Only the first N images.")] = None,
     per_image: Annotated[bool, typer.Option("--per-image/--summary-only", help="One table row per image.")] = True,
@@ -517,7 +635,7 @@ def evaluate_command(
     _check_ensemble(ensemble)
     target_device = _parse_device(device)
     from srdeblur.devices import using_device
-    from srdeblur.evaluation import evaluate
+    from srdeblur.evaluation import DeblurSettings, evaluate
     from srdeblur.io import ImageError
     from srdeblur.report import evaluation_table, group_table, print_json, stderr_console
     from srdeblur.weights import WeightsError
@@ -529,7 +647,7 @@ def evaluate_command(
         with console.status("evaluating…") as status, using_device(target_device):
             options = dict(
                 task=task.value if task else None, scale=scale, methods=methods, root=data_root, limit=limit,
-                ensemble=ensemble,
+                ensemble=ensemble, degradation=degradation, settings=DeblurSettings(noise_sigma=noise), blur_kind=blur,
                 on_row=lambda row: status.update(f"{row['image']} {row['method']}: {row['psnr']:.2f} dB"),
             )
             if report is None:
@@ -638,7 +756,7 @@ def compare(
 
 @app.command()
 def train(
-    task: Annotated[Task, typer.Option(help="sr or deblur.")] = Task.sr,
+    task: Annotated[TrainTask, typer.Option(help="sr, deblur (blind), nonblind (known-PSF deconvolution) or srgate (the clean-or-degraded input classifier that picks upscale's weights).")] = TrainTask.sr,
     data: Annotated[Optional[list[Path]], typer.Option(help="Folder(s) of training images (repeatable).")] = None,
     out: Annotated[Path, typer.Option(help="Run folder for checkpoints.")] = Path("runs/sr"),
     minutes: Annotated[Optional[float], typer.Option(help="Stop cleanly (and save) after this much wall time.")] = None,
@@ -660,6 +778,9 @@ def train(
     spectral: Annotated[bool, typer.Option(help="deblur: give the bottom level's residual blocks an image-wide Fourier branch (with --init, it starts at zero).")] = False,
     gated: Annotated[bool, typer.Option(help="deblur: give every residual block a gate driven by image-wide channel means (with --init, it starts as the identity).")] = False,
     frequency_loss: Annotated[float, typer.Option(help="Weight of an L1 loss on Fourier coefficients beside the pixel loss (0: off).")] = 0.0,
+    degradation: Annotated[TrainDegradation, typer.Option(help="sr: bicubic (clean MATLAB-bicubic LR, the papers') or realistic (blur, resize, noise and JPEG in two rounds, with --clean-fraction clean inputs).")] = TrainDegradation.bicubic,
+    clean_fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="sr --degradation realistic: share of patches left clean (bicubic).")] = 0.15,
+    description: Annotated[Optional[str], typer.Option(help="With --export: the one-line description `srdeblur models` shows (default: the existing manifest's).")] = None,
     precision: NetPrecision = Precision.auto,
     quiet: Quiet = False,
 ) -> None:
@@ -671,7 +792,7 @@ def train(
     if export:
         from srdeblur.train import export_weights
 
-        manifest = export_weights(out, export)
+        manifest = export_weights(out, export, description=description)
         console.print(f"wrote {manifest['file']} ({manifest['params']} parameters, step {manifest['training']['checkpoint_step']})")
         return
     if not data:
@@ -680,17 +801,20 @@ def train(
     if frequency_loss < 0:
         _fail(f"--frequency-loss must be non-negative, got {frequency_loss}")
     config = TrainConfig(task=task.value, data=tuple(str(d) for d in data), out=str(out), seed=seed, batch=batch,
-                         patch=patch or (96 if task == Task.sr else 128), learning_rate=learning_rate,
+                         patch=patch or (96 if task == TrainTask.sr else 128), learning_rate=learning_rate,
                          total_steps=steps, val_every=val_every, threads=threads, scale_probabilities=mix,
-                         warmup_steps=warmup, precision=precision.value, val_crop=192 if task == Task.sr else 256,
+                         warmup_steps=warmup, precision=precision.value, val_crop=192 if task == TrainTask.sr else 256,
+                         max_kernel=75 if task == TrainTask.nonblind else TrainConfig.max_kernel,
+                         max_noise=0.05 if task == TrainTask.nonblind else TrainConfig.max_noise,
                          curriculum=_curriculum(curriculum, fine_tune=init is not None, default=TrainConfig.curriculum),
-                         frequency_loss=frequency_loss, **_architecture(task, blocks=blocks, spectral=spectral, gated=gated))
+                         frequency_loss=frequency_loss, degradation=degradation.value, clean_fraction=clean_fraction,
+                         **_architecture(task, blocks=blocks, spectral=spectral, gated=gated))
     try:
         info = run_training(
             config, minutes=minutes, resume=resume, max_steps=max_steps, init=init,
             on_progress=lambda e: console.print(
                 f"step {e['step']}: loss {e['loss']:.4f}, val " + ", ".join(
-                    f"{k} {v:.2f} dB" for k, v in e.items() if k.startswith("x") or k in ("psnr", "gain")) + f", {e['cpu_hours']:.2f} CPU-h",
+                    f"{k} {v:.2f} dB" for k, v in e.items() if k.startswith(("x", "strong")) or k in ("psnr", "gain")) + f", {e['cpu_hours']:.2f} CPU-h",
                 highlight=False),
         )
     except (ValueError, FileNotFoundError) as error:
@@ -707,17 +831,19 @@ def _curriculum(fraction: Optional[float], *, fine_tune: bool, default: float) -
     return fraction
 
 
-def _architecture(task: Task, *, blocks: Optional[int], spectral: bool, gated: bool) -> dict:
+def _architecture(task: TrainTask, *, blocks: Optional[int], spectral: bool, gated: bool) -> dict:
     """TrainConfig fields for ``--blocks`` / ``--spectral`` / ``--gated`` (empty when the defaults are kept)."""
-    from srdeblur.nets import DeblurConfig, SRConfig
+    from srdeblur.nets import DeblurConfig, DeconvConfig, SRConfig
 
     if blocks is not None and blocks < 1:
         _fail(f"--blocks must be at least 1, got {blocks}")
     for flag, given in (("--spectral", spectral), ("--gated", gated)):
-        if given and task != Task.deblur:
+        if given and task != TrainTask.deblur:
             _fail(f"{flag} applies to --task deblur only")
-    if task == Task.sr:
+    if task == TrainTask.sr:
         return {} if blocks is None else {"sr": SRConfig(blocks=blocks)}
+    if task == TrainTask.nonblind:
+        return {} if blocks is None else {"nonblind": DeconvConfig(blocks=blocks)}
     return {"deblur": DeblurConfig(blocks=blocks or DeblurConfig.blocks, spectral=spectral, gated=gated)}
 
 

@@ -17,6 +17,7 @@ blind method cannot know where an off-centre kernel put the image (:meth:`Deblur
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -25,9 +26,10 @@ from typing import Callable, Iterator
 
 import torch
 
-from srdeblur import inference
+from srdeblur import blind, inference
 from srdeblur.classical import blur
-from srdeblur.degrade import add_gaussian_noise, bicubic_downscale, mod_crop, quantize_8bit
+from srdeblur.degrade import (add_gaussian_noise, bicubic_downscale, degradation_generator, mod_crop, quantize_8bit,
+                              realistic_downscale)
 from srdeblur.io import IMAGE_SUFFIXES, list_images, read_image
 from srdeblur.kernels import load_psf
 from srdeblur.metrics import align_shift, psnr, ssim
@@ -51,8 +53,12 @@ DATASETS: dict[str, tuple[str, str]] = {
     "levin": ("deblur/levin", "deblur"),
     "sun2013": ("deblur/SunHays80", "deblur"),
 }
-SR_METHODS = ("bicubic", "lanczos", "net")
-DEBLUR_EVAL_METHODS = ("input", "wiener", "rl", "blind", "auto", "net")
+SR_METHODS = ("bicubic", "lanczos", "net", "lapsr", "lapsr-real")
+DEBLUR_EVAL_METHODS = ("input", "wiener", "rl", "net-psf", "blind", "blind-net", "auto", "net")
+# SR inputs: the papers' clean bicubic LR, or the seeded realistic presets of srdeblur.degrade.
+SR_DEGRADATIONS = ("bicubic", "realistic-mild", "realistic-strong")
+# The seed of the realistic SR benchmarks: image i of a dataset always gets degradation_generator(seed, i).
+REALISTIC_SEED = 2026
 
 
 @dataclass(frozen=True)
@@ -183,11 +189,22 @@ def _image_paths(folder_or_file: Path, limit: int | None) -> list[Path]:
     return paths[:limit]
 
 
-def sr_samples(folder: Path, *, scale: int, limit: int | None = None) -> Iterator[Sample]:
-    """Ground-truth images of ``folder``, mod-cropped, with their MATLAB-bicubic LR (8-bit)."""
-    for path in _image_paths(folder, limit):
+def sr_samples(folder: Path, *, scale: int, limit: int | None = None, degradation: str = "bicubic") -> Iterator[Sample]:
+    """Ground-truth images of ``folder``, mod-cropped, with their LR (8-bit): MATLAB bicubic, or the
+    ``realistic-mild`` / ``realistic-strong`` preset drawn from ``degradation_generator(REALISTIC_SEED, i)``
+    for the i-th image (grayscale images are degraded as RGB and kept gray)."""
+    if degradation not in SR_DEGRADATIONS:
+        raise ValueError(f"unknown degradation {degradation!r}; expected one of {', '.join(SR_DEGRADATIONS)}")
+    for index, path in enumerate(_image_paths(folder, limit)):
         hr = mod_crop(_read_rgb_or_gray(path), scale)
-        yield Sample(path.stem, bicubic_downscale(hr, scale), hr)
+        if degradation == "bicubic":
+            lr = bicubic_downscale(hr, scale)
+        else:
+            generator = degradation_generator(REALISTIC_SEED, index)
+            lr = realistic_downscale(hr.expand(-1, 3, -1, -1), scale, degradation.split("-")[1], generator=generator)
+            if hr.shape[1] == 1:
+                lr = quantize_8bit(lr.mean(dim=1, keepdim=True))
+        yield Sample(path.stem, lr, hr)
 
 
 def _noise_generator(image_index: int, kernel_index: int) -> torch.Generator:
@@ -204,6 +221,50 @@ def synthetic_blur_samples(
             blurred = blur(sharp, psf)
             noisy = add_gaussian_noise(blurred, noise_sigma, generator=_noise_generator(image_index, kernel_index))
             yield Sample(f"{path.stem}/{kernel_name}", quantize_8bit(noisy), sharp, psf, kernel_name)
+
+
+# Blurs of the synthetic deblurring sets (sun2013, or any folder with task "deblur").
+BLURS = ("levin", "varying", "none")
+# The seed of the spatially varying benchmark: image i always gets degradation_generator(VARYING_SEED, i).
+VARYING_SEED = 2027
+
+
+def varying_blur(sharp: torch.Tensor, *, generator: torch.Generator, size: int = 31) -> torch.Tensor:
+    """A camera shake that changes across the frame: 2 to 4 random shakes (``size`` px), each anchored at a
+    random point, blended per pixel with Gaussian weights (width: half the diagonal) normalised to sum 1 —
+    the efficient-filter-flow model of a blur that varies smoothly (rotation, rolling shutter, depth).
+    ``(B, C, H, W)`` -> same shape (reflect borders)."""
+    from srdeblur.kernels import random_motion_psf
+
+    height, width = sharp.shape[-2:]
+    count = 2 + int(torch.randint(3, (), generator=generator))
+    rows = torch.arange(height, dtype=torch.float32)[:, None]
+    cols = torch.arange(width, dtype=torch.float32)[None, :]
+    spread = 0.5 * math.hypot(height, width)
+    weights, blurred = [], []
+    for _ in range(count):
+        kernel = random_motion_psf(size, generator=generator)
+        top, left = (torch.rand(2, generator=generator) * torch.tensor([height, width])).tolist()
+        weights.append(torch.exp(-((rows - top) ** 2 + (cols - left) ** 2) / (2 * spread**2)))
+        blurred.append(blur(sharp, kernel))
+    total = sum(weights)
+    return sum(w / total * b for w, b in zip(weights, blurred))
+
+
+def varying_blur_samples(folder: Path, *, noise_sigma: float, limit: int | None = None) -> Iterator[Sample]:
+    """Every image of ``folder`` under its own seeded :func:`varying_blur` plus noise, 8-bit."""
+    for index, path in enumerate(_image_paths(folder, limit)):
+        sharp = _read_rgb_or_gray(path)
+        generator = degradation_generator(VARYING_SEED, index)
+        noisy = add_gaussian_noise(varying_blur(sharp, generator=generator), noise_sigma, generator=generator)
+        yield Sample(f"{path.stem}/varying", quantize_8bit(noisy), sharp, None, "varying")
+
+
+def unblurred_samples(folder: Path, *, limit: int | None = None) -> Iterator[Sample]:
+    """Every image of ``folder`` as its own input and ground truth: a deblurring method should leave it alone."""
+    for path in _image_paths(folder, limit):
+        sharp = quantize_8bit(_read_rgb_or_gray(path))
+        yield Sample(f"{path.stem}/sharp", sharp, sharp, None, "sharp")
 
 
 def levin_kernels(levin_folder: Path) -> list[tuple[str, torch.Tensor]]:
@@ -228,14 +289,21 @@ def levin_samples(levin_folder: Path, *, limit: int | None = None) -> Iterator[S
 
 
 def _restore_sr(sample: Sample, method: str, scale: int, model, ensemble: int) -> torch.Tensor:
-    if method != "net":
+    if method in ("bicubic", "lanczos"):
         return inference.upscale(sample.degraded, scale=scale, method=method)
-    return inference.upscale(sample.degraded, scale=scale, method=method, model=model, ensemble=ensemble)
+    if method != "net":  # a shipped SR weight by name
+        model = inference.shipped_model(method)
+    return inference.upscale(sample.degraded, scale=scale, method="net", model=model, ensemble=ensemble)
 
 
 def _restore_deblur(sample: Sample, method: str, settings: DeblurSettings, model, ensemble: int) -> torch.Tensor:
     if method == "input":
         return sample.degraded
+    if method == "net-psf":  # the learned known-PSF deconvolution, noise level estimated from the image
+        return inference.deblur(sample.degraded, method="net", psf=sample.psf)
+    if method == "blind-net":  # blind's PSF estimate, then the learned deconvolution instead of Richardson-Lucy
+        estimate = blind.estimate_psf(sample.degraded)[0]
+        return inference.deblur(sample.degraded, method="net", psf=estimate)
     # wiener and rl get the true PSF; every method takes only the settings that apply to it.
     return inference.deblur(
         sample.degraded, method=method, psf=sample.psf if method in ("wiener", "rl") else None,
@@ -255,6 +323,8 @@ def evaluate(
     settings: DeblurSettings = DeblurSettings(),
     models: dict[str, torch.nn.Module] | None = None,
     ensemble: int = 1,
+    degradation: str = "bicubic",
+    blur_kind: str = "levin",
     on_row: Callable[[dict], None] | None = None,
     on_output: Callable[[Sample, str, torch.Tensor], None] | None = None,
 ) -> Evaluation:
@@ -264,12 +334,18 @@ def evaluate(
     ----------
     task : "sr" or "deblur"; default: the dataset's own task (``sr`` for folders).
     scale : SR factor (2, 3, 4, 8); also the shave in pixels. Ignored for deblurring (shave 0).
-    methods : SR: "bicubic", "lanczos", "net"; deblur: "input", "wiener", "rl" (true kernel), "blind"
+    methods : SR: "bicubic", "lanczos", "net" (the default weights, chosen per image), or a shipped SR weight
+        by name ("lapsr", "lapsr-real"); deblur: "input", "wiener", "rl", "net-psf" (true kernel), "blind"
         (estimated kernel, then the same Richardson-Lucy), "auto" (blind where the estimate is credible,
-        else the network), "net".
+        else the network), "blind-net" (the estimate, then the learned deconvolution), "net".
     limit : evaluate only the first ``limit`` images (in sorted order) — for quick looks.
     models : loaded networks by task (``{"sr": model}``), default: the shipped weights.
     ensemble : the network's self-ensemble, 1, 2, 4 or 8 transforms (see :mod:`srdeblur.inference`).
+    blur_kind : synthetic deblurring sets (``sun2013``, folders): ``"levin"`` (8 Levin kernels), ``"varying"``
+        (:func:`varying_blur`, seeded per image) or ``"none"`` (sharp photos as they are: scores say how little a
+        method harms them). ``wiener``, ``rl`` and ``net-psf`` need ``"levin"`` (one true kernel).
+    degradation : SR inputs: ``"bicubic"`` (the papers'), ``"realistic-mild"`` or ``"realistic-strong"``
+        (:func:`srdeblur.degrade.realistic_downscale`, seeded per image: every run sees the same LR).
     on_row : called with each row as soon as it is measured.
     on_output : called as ``on_output(sample, method, output)`` with each restored image, a ``(1, C, H, W)``
         float32 tensor in [0, 1] (not quantised and, for ``levin``, not aligned), right before its row is
@@ -291,16 +367,23 @@ def evaluate(
             raise ValueError(f"unknown {task} method {method!r}; expected some of {', '.join(allowed)}")
     if ensemble not in inference.ENSEMBLES:
         raise ValueError(f"ensemble must be one of {inference.ENSEMBLES}, got {ensemble}")
+    if blur_kind not in BLURS:
+        raise ValueError(f"unknown blur {blur_kind!r}; expected one of {', '.join(BLURS)}")
+    needs_kernel = {"wiener", "rl", "net-psf"} & set(methods)
+    if task == "deblur" and blur_kind != "levin" and needs_kernel:
+        raise ValueError(f"{', '.join(sorted(needs_kernel))} need a known kernel: --blur {blur_kind} has none")
     model = (models or {}).get(task)
-    if {"net", "auto"} & set(methods) and model is None:
-        from srdeblur.weights import load_model
-
-        model = load_model("lapsr" if task == "sr" else "srndeblur")
+    if {"net", "auto"} & set(methods) and model is None and task == "deblur":
+        model = inference.shipped_model("srndeblur")
 
     if task == "sr":
-        samples = sr_samples(folder, scale=scale, limit=limit)
+        samples = sr_samples(folder, scale=scale, limit=limit, degradation=degradation)
+        described = (f"MATLAB imresize bicubic x1/{scale} (antialiased, a=-0.5), HR mod-cropped, LR 8-bit"
+                     if degradation == "bicubic" else
+                     f"srdeblur.degrade {degradation} preset x1/{scale}, image i seeded by "
+                     f"degradation_generator({REALISTIC_SEED}, i), HR mod-cropped, LR 8-bit")
         shave, conventions = scale, {
-            "degradation": f"MATLAB imresize bicubic x1/{scale} (antialiased, a=-0.5), HR mod-cropped, LR 8-bit",
+            "degradation": described,
             "metric": f"Y of BT.601 rgb2ycbcr, 8-bit output, shave {scale}px, SSIM gaussian 11/1.5",
         }
     else:
@@ -308,6 +391,13 @@ def evaluate(
         if name == "levin":
             samples = levin_samples(folder, limit=limit)
             degradation = "the dataset's 32 real blurred images"
+        elif blur_kind == "varying":
+            samples = varying_blur_samples(folder, noise_sigma=settings.noise_sigma, limit=limit)
+            degradation = (f"2-4 random 31-px shakes blended across the frame (seed {VARYING_SEED}), reflect borders, "
+                           f"noise sigma {settings.noise_sigma:g}, 8-bit")
+        elif blur_kind == "none":
+            samples = unblurred_samples(folder, limit=limit)
+            degradation = "none: the sharp photos themselves (output scored against its own input)"
         else:
             kernel_folder = data_root(root) / DATASETS["levin"][0]
             samples = synthetic_blur_samples(

@@ -18,6 +18,7 @@ The networks are not equivariant, so their errors partly differ and partly cance
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Callable, Iterator, Literal
 
@@ -27,6 +28,7 @@ from torch.nn import functional as F
 
 from srdeblur import blind, classical
 from srdeblur.devices import default_device, network_autocast, parse_device
+from srdeblur.degrade import estimate_noise
 from srdeblur.io import Canvas
 from srdeblur.nets import LapSR, SRNDeblur
 from srdeblur.resize import imresize
@@ -36,7 +38,8 @@ log = logging.getLogger(__name__)
 __all__ = [
     "UPSCALE_METHODS", "DEBLUR_METHODS", "SCALES", "upscale", "deblur", "upscale_with_net", "deblur_with_net",
     "tiled_forward", "tiled_bands", "auto_tile", "DEBLUR_TILE_OVERLAP", "PRECISIONS", "bfloat16_is_native", "uses_bfloat16",
-    "ENSEMBLES", "self_ensemble",
+    "ENSEMBLES", "self_ensemble", "default_sr_weights", "degradation_logit", "shipped_model", "GATE_THRESHOLD",
+    "deconvolve_with_net", "MAX_TRAINED_PSF",
 ]
 
 UPSCALE_METHODS = ("net", "bicubic", "lanczos")
@@ -188,9 +191,10 @@ def upscale(
 
     Parameters
     ----------
-    method : "net" (the shipped LapSR network, or ``model``), "bicubic" (MATLAB-compatible) or "lanczos"
+    method : "net" (a shipped LapSR network, or ``model``), "bicubic" (MATLAB-compatible) or "lanczos"
         (Lanczos-3).
-    model : a loaded network for ``method="net"``; default: the shipped ``lapsr`` weights.
+    model : a loaded network for ``method="net"``; default: the shipped weights :func:`default_sr_weights`
+        picks for this image (``lapsr`` for clean inputs, ``lapsr-real`` for noisy / compressed / soft ones).
     tile : process in tiles of this many input pixels (0: whole image; None: chosen from free memory).
     tile_overlap : context per tile side in input pixels; results are cross-faded (see :func:`tiled_forward`).
     on_tile : progress callback ``(tiles done, tiles total)``.
@@ -225,9 +229,7 @@ def upscale(
         function = lambda piece: imresize(piece, scale=scale, kernel="lanczos3")  # noqa: E731
     elif method == "net":
         if model is None:
-            from srdeblur.weights import load_model
-
-            model = load_model("lapsr")
+            model = shipped_model(default_sr_weights(image))
         uses_bfloat16(precision)  # an unknown precision fails here, before any work
         model = model.to(target)
         function = _ensembled(lambda piece: upscale_with_net(piece, model, scale=scale, precision=precision), ensemble)  # type: ignore[arg-type]
@@ -238,6 +240,55 @@ def upscale(
         tile = auto_tile(image, bytes_per_output_pixel=per_pixel, scale=scale, budget=_device_budget(target))
     return _run(image, _on_device(function, target), scale=scale, tile=tile, overlap=tile_overlap, on_tile=on_tile,
                 into=into)
+
+
+# The gate's logit above which an image counts as degraded (calibrated on training crops, see the README).
+GATE_THRESHOLD = 0.0
+# The gate looks at the centred crop of at most this side (LR pixels): enough to see noise and JPEG blocks.
+GATE_CROP = 512
+
+
+def shipped_model(name: str) -> nn.Module:
+    """The shipped weights ``name`` (:func:`srdeblur.weights.load_model`), loaded once per process and
+    weights folder."""
+    from srdeblur.weights import weights_dir
+
+    return _load_once(name, str(weights_dir()))
+
+
+@functools.lru_cache(maxsize=8)
+def _load_once(name: str, folder: str) -> nn.Module:
+    from pathlib import Path
+
+    from srdeblur.weights import load_model
+
+    return load_model(name, folder=Path(folder))
+
+
+@torch.inference_mode()
+def degradation_logit(image: torch.Tensor, gate: nn.Module) -> torch.Tensor:
+    """``(B,)`` logits of "degraded" from :class:`srdeblur.nets.DegradationGate` on the centred crop (at most
+    :data:`GATE_CROP` px a side) of each ``(B, C, H, W)`` image."""
+    height, width = image.shape[-2:]
+    top, left = max(0, (height - GATE_CROP) // 2), max(0, (width - GATE_CROP) // 2)
+    crop = _as_rgb(image[..., top : top + GATE_CROP, left : left + GATE_CROP]).float()
+    return gate(crop.to(next(gate.parameters()).device))[0].cpu()
+
+
+def default_sr_weights(image: torch.Tensor, *, gate: nn.Module | None = None) -> str:
+    """The shipped SR weights for ``image`` (batch 1, or the batch as a whole by its mean logit): ``lapsr-real``
+    where the gate (default: the shipped ``srgate``) finds noise, JPEG or blur, else ``lapsr``.
+
+    A weights folder without ``srgate`` or ``lapsr-real`` (e.g. ``SRDEBLUR_WEIGHTS`` pointing at one's own
+    ``lapsr``) always gives ``lapsr``."""
+    if gate is None:
+        from srdeblur.weights import weights_dir
+
+        if not all((weights_dir() / f"{name}.json").is_file() for name in ("srgate", "lapsr-real")):
+            return "lapsr"
+        gate = shipped_model("srgate")
+    logit = degradation_logit(image, gate)
+    return "lapsr-real" if float(logit.mean()) > GATE_THRESHOLD else "lapsr"
 
 
 def _ensembled(function: TileFunction, count: int) -> TileFunction:
@@ -285,6 +336,13 @@ def deblur_with_net(image: torch.Tensor, model: SRNDeblur, *, precision: str = "
     return _like_input(output.contiguous(), image.shape[1])
 
 
+def _decided(on_decision: Callable[[dict], None] | None, image: torch.Tensor, decision: dict) -> None:
+    """Tell ``on_decision`` (if any) ``decision`` once per image of the ``(B, C, H, W)`` batch, a copy each."""
+    if on_decision is not None:
+        for _ in range(image.shape[0]):
+            on_decision({key: list(value) if isinstance(value, list) else value for key, value in decision.items()})
+
+
 def deblur(
     image: torch.Tensor,
     *,
@@ -292,6 +350,7 @@ def deblur(
     psf: torch.Tensor | None = None,
     psf_size: int = blind.DEFAULT_PSF_SIZE,
     on_psf: Callable[[torch.Tensor], None] | None = None,
+    on_decision: Callable[[dict], None] | None = None,
     iterations: int = 30,
     balance: float = 0.005,
     tv_weight: float = 0.0,
@@ -303,8 +362,13 @@ def deblur(
     precision: str = "auto",
     ensemble: int = 1,
     device: str | torch.device | None = None,
+    noise: float | None = None,
 ) -> torch.Tensor:
     """Deblur ``(B, C, H, W)`` in [0, 1]; ``wiener`` and ``rl`` need the ``psf`` ``(kh, kw)`` (sum 1).
+
+    ``net`` with a ``psf`` is the learned known-PSF deconvolution (:class:`srdeblur.nets.USRDeconv`, shipped
+    weights ``usrdeconv``), told the noise level ``noise`` (sigma on [0, 1]; None: estimated from each image,
+    :func:`srdeblur.degrade.estimate_noise`); without one it is the blind network.
 
     ``blind`` estimates each image's PSF (``psf_size`` px square, :func:`srdeblur.blind.estimate_psf`),
     passes it to ``on_psf`` as a ``(psf_size, psf_size)`` tensor if given, and deconvolves with
@@ -318,12 +382,22 @@ def deblur(
 
     ``device`` (see :func:`upscale`): the network and the deconvolutions (Wiener, Richardson-Lucy, their FFTs)
     run there; the blind PSF estimate itself runs on the CPU. The result is on the CPU.
+
+    ``on_decision``, if given, is called once per image, before its restoration, with what is done to it:
+    ``{"path": p}``, ``p`` the method that runs ("blind": the estimated PSF and Richardson-Lucy, "net": the
+    blind network, "wiener", "rl", "net-psf": the known-PSF network); for ``auto`` and ``blind`` also
+    ``psf_spread`` (:func:`srdeblur.blind.psf_spread` of the estimate, px), ``edge_slope_ratio``
+    (:func:`srdeblur.blind.edge_slope_ratio`) and ``reasons``, the gate's objections to the estimate
+    (:func:`srdeblur.blind.why_not_credible`): why ``auto`` ran the network, empty where it deconvolved
+    (``blind`` deconvolves anyway). An image too small for a PSF has no estimate (``None`` for both numbers)
+    and the reason "image smaller than twice the N-px PSF".
     """
     _check_image(image)
     target = _resolve_device(device)
     if method in ("wiener", "rl"):
         if psf is None:
             raise ValueError(f"--method {method} needs a PSF (e.g. --psf gaussian:1.5)")
+        _decided(on_decision, image, {"path": method})
         if method == "wiener":
             wiener = _on_device(lambda piece: classical.wiener(piece, psf, balance=balance), target)
             return wiener(image).clamp(0, 1)
@@ -331,13 +405,23 @@ def deblur(
                           target)
         return lucy(image).clamp(0, 1)
     if method == "auto" and min(image.shape[-2:]) < 2 * psf_size:
-        method = "net"
+        _decided(on_decision, image, {"path": "net", "psf_spread": None, "edge_slope_ratio": None,
+                                      "reasons": [f"image smaller than twice the {psf_size}-px PSF"]})
+        method, on_decision = "net", None  # said once; the network below says nothing more
     if method in ("blind", "auto"):
         restored = []
         for one_image, estimate in zip(image.split(1), blind.estimate_psf(image, size=psf_size)):
             if on_psf is not None:
                 on_psf(estimate)
-            if method == "auto" and not blind.is_credible(one_image, estimate):
+            spread = slope_ratio = None
+            reasons: list[str] = []
+            if method == "auto" or on_decision is not None:  # blind alone needs neither measure
+                spread, slope_ratio = blind.psf_spread(estimate), blind.edge_slope_ratio(one_image, estimate)
+                reasons = blind.why_not_credible(spread, slope_ratio)  # empty: blind.is_credible
+            fall_back = method == "auto" and bool(reasons)
+            _decided(on_decision, one_image, {"path": "net" if fall_back else "blind", "psf_spread": spread,
+                                              "edge_slope_ratio": slope_ratio, "reasons": reasons})
+            if fall_back:
                 restored.append(deblur(one_image, method="net", model=model, tile=tile, tile_overlap=tile_overlap,
                                        on_tile=on_tile, precision=precision, ensemble=ensemble, device=target))
                 continue
@@ -345,7 +429,12 @@ def deblur(
                                                                       tv_weight=tv_weight), target)
             restored.append(lucy(one_image).clamp(0, 1))
         return torch.cat(restored)
+    if method == "net" and psf is not None:
+        _decided(on_decision, image, {"path": "net-psf"})
+        return _deconvolve(image, psf, noise=noise, model=model, tile=tile, tile_overlap=tile_overlap,
+                           on_tile=on_tile, into=into, precision=precision, target=target)
     if method == "net":
+        _decided(on_decision, image, {"path": "net"})
         if model is None:
             from srdeblur.weights import load_model
 
@@ -359,6 +448,48 @@ def deblur(
         return _run(image, _on_device(function, target), scale=1, tile=tile, overlap=tile_overlap, on_tile=on_tile,
                     into=into)
     raise ValueError(f"unknown deblur method {method!r}; expected one of {DEBLUR_METHODS}")
+
+
+# The largest PSF side in the known-PSF network's training (camera shakes and lines up to this many pixels).
+MAX_TRAINED_PSF = 75
+
+
+@torch.inference_mode()
+def deconvolve_with_net(image: torch.Tensor, model: nn.Module, psf: torch.Tensor, sigma: torch.Tensor, *,
+                        precision: str = "auto") -> torch.Tensor:
+    """Known-PSF deconvolution of ``(B, C, H, W)`` by :class:`srdeblur.nets.USRDeconv` with the ``(kh, kw)``
+    ``psf`` and ``(B,)`` noise levels ``sigma``; same shape, float32, not clamped."""
+    rgb = _as_rgb(image).float()
+    with _network_precision(precision, rgb.device):
+        output = model(rgb, psf.to(rgb.device, torch.float32), sigma.to(rgb.device, torch.float32))[-1]
+    return _like_input(output.float().contiguous(), image.shape[1])
+
+
+def _deconvolve(image: torch.Tensor, psf: torch.Tensor, *, noise: float | None, model: nn.Module | None,
+                tile: int | None, tile_overlap: int, on_tile, into, precision: str, target) -> torch.Tensor:
+    if max(psf.shape) > MAX_TRAINED_PSF:
+        log.warning("PSF of %dx%d px is larger than the %d px the network was trained on; results may be poor",
+                    *psf.shape, MAX_TRAINED_PSF)
+    if noise is not None and not (0 <= noise <= 0.5):
+        raise ValueError(f"noise must be a sigma in [0, 0.5], got {noise}")
+    if min(image.shape[-2:]) < max(psf.shape):
+        raise ValueError(f"psf {tuple(psf.shape)} is larger than the image {tuple(image.shape[-2:])}")
+    if model is None:
+        model = shipped_model("usrdeconv")
+    uses_bfloat16(precision)
+    model = model.to(target)
+    # One noise level per image, measured on the whole image (not per tile: tiles must agree).
+    sigma = estimate_noise(image) if noise is None else torch.full((image.shape[0],), float(noise))
+    function = lambda piece: deconvolve_with_net(piece, model, psf, sigma, precision=precision)  # noqa: E731
+    # A tile needs the PSF's reach of context on each side on top of the network's own.
+    overlap = max(tile_overlap, max(psf.shape) + 16)
+    if tile is None:
+        tile = auto_tile(image, bytes_per_output_pixel=_NET_BYTES_PER_OUTPUT_PIXEL * 2, scale=1,
+                         budget=_device_budget(target))
+    if tile:
+        tile = max(tile, 2 * max(psf.shape))
+    return _run(image, _on_device(function, target), scale=1, tile=tile, overlap=overlap, on_tile=on_tile,
+                into=into)
 
 
 # ----------------------------------------------------------------------------- tiling

@@ -258,7 +258,6 @@ def test_deblur_blind_estimates_the_psf_and_needs_no_weights(runner, tmp_path, m
     "arguments, message",
     [
         (["--method", "blind", "--psf", "gaussian:1"], "is blind"),
-        (["--method", "net", "--psf", "gaussian:1"], "is blind"),
         (["--method", "auto", "--psf", "gaussian:1"], "is blind"),
         (["--method", "blind", "--psf-size", "10"], "--psf-size must be odd"),
     ],

@@ -167,7 +167,8 @@ def test_deblur_auto_deconvolves_credible_estimates_and_runs_the_network_on_the_
     make_image, small_deblur_model, monkeypatch, credible
 ):
     image = make_image(40, 44, seed=4)
-    monkeypatch.setattr(blind, "is_credible", lambda image, psf: credible)
+    # the gate's verdict, forced: no objection (credible) or one
+    monkeypatch.setattr(blind, "why_not_credible", lambda spread, slope: [] if credible else ["forced"])
     auto = deblur(image, method="auto", model=small_deblur_model, psf_size=9, iterations=5, tv_weight=0.002)
     if not credible:
         expected = deblur(image, method="net", model=small_deblur_model)
