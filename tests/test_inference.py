@@ -449,3 +449,22 @@ def test_unknown_precision_is_rejected_before_any_work(make_image, small_model):
         upscale(make_image(8, 8), scale=2, model=small_model, precision="float16")
     with pytest.raises(ValueError, match="precision must be one of"):
         deblur(make_image(8, 8), model=small_model, precision="half")
+
+
+def test_known_psf_network_warns_beyond_its_training_range_and_checks_noise(make_image, caplog):
+    from srdeblur.nets import DeconvConfig, USRDeconv
+
+    model = USRDeconv(DeconvConfig(channels=4, iterations=1)).eval()
+    image = make_image(96, 96)
+    with caplog.at_level("WARNING", logger="srdeblur.inference"):
+        deblur(image, method="net", psf=torch.ones(77, 77) / 77**2, model=model, noise=0.01, tile=0)
+    assert "larger than the 75 px" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="srdeblur.inference"):
+        deblur(image, method="net", psf=torch.ones(9, 9) / 81, model=model, noise=0.01, tile=0)
+    assert caplog.text == ""
+    for bad in (-0.01, 0.6, float("nan")):
+        with pytest.raises(ValueError, match="noise"):
+            deblur(image, method="net", psf=torch.ones(3, 3) / 9, model=model, noise=bad)
+    with pytest.raises(ValueError, match="larger than the image"):
+        deblur(make_image(20, 20), method="net", psf=torch.ones(25, 25) / 625, model=model)
