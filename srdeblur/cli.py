@@ -571,12 +571,11 @@ def _load_sr_model(name: str):
 
 
 def _preload_default_sr_weights() -> None:
-    from srdeblur.inference import shipped_model
-    from srdeblur.weights import WeightsError, weights_dir
+    from srdeblur.inference import default_sr_names, shipped_model
+    from srdeblur.weights import WeightsError
 
-    names = ["lapsr"] + [n for n in ("srgate", "lapsr-real") if (weights_dir() / f"{n}.json").is_file()]
     try:
-        for name in names:
+        for name in default_sr_names():
             shipped_model(name)
     except WeightsError as error:
         _fail(str(error), code=1)

@@ -278,6 +278,15 @@ def degradation_logit(image: torch.Tensor, gate: nn.Module) -> torch.Tensor:
     return gate(crop.to(next(gate.parameters()).device))[0].cpu()
 
 
+def default_sr_names() -> tuple[str, ...]:
+    """The shipped weights :func:`default_sr_weights` may load: ``lapsr``, plus ``srgate`` and ``lapsr-real``
+    where the weights folder has both."""
+    from srdeblur.weights import weights_dir
+
+    extra = ("srgate", "lapsr-real")
+    return ("lapsr", *extra) if all((weights_dir() / f"{n}.json").is_file() for n in extra) else ("lapsr",)
+
+
 def default_sr_weights(image: torch.Tensor, *, gate: nn.Module | None = None) -> str:
     """The shipped SR weights for ``image`` (batch 1, or the batch as a whole by its mean logit): ``lapsr-real``
     where the gate (default: the shipped ``srgate``) finds noise, JPEG or blur, else ``lapsr``.
@@ -285,9 +294,7 @@ def default_sr_weights(image: torch.Tensor, *, gate: nn.Module | None = None) ->
     A weights folder without ``srgate`` or ``lapsr-real`` (e.g. ``SRDEBLUR_WEIGHTS`` pointing at one's own
     ``lapsr``) always gives ``lapsr``."""
     if gate is None:
-        from srdeblur.weights import weights_dir
-
-        if not all((weights_dir() / f"{name}.json").is_file() for name in ("srgate", "lapsr-real")):
+        if default_sr_names() == ("lapsr",):
             return "lapsr"
         gate = shipped_model("srgate")
     logit = degradation_logit(image, gate)

@@ -23,6 +23,24 @@ def textured_image(height: int, width: int, channels: int = 3, *, seed: int = 0)
     return (0.1 + 0.5 * smooth.clamp(0, 1) + 0.3 * edges).clamp(0.1, 0.9).contiguous()
 
 
+def uniform_psf(pixels: int) -> torch.Tensor:
+    """A 15 x 15 PSF uniform over its first ``pixels`` entries (row-major): it spreads over exactly ``pixels``."""
+    psf = torch.zeros(15 * 15)
+    psf[:pixels] = 1 / pixels
+    return psf.reshape(15, 15)
+
+
+def synthetic_photo(height: int, width: int, *, edge: float, cell: tuple[int, int], seed: int = 0) -> torch.Tensor:
+    """(1, 1, H, W) gray: a smooth random field plus a checkerboard of sharp ``edge``-high steps (the photos the
+    blind gate's tests classify as sharp, and shake)."""
+    generator = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(1, 1, height // 6, width // 6, generator=generator)
+    smooth = F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=False)
+    rows, cols = torch.arange(height)[:, None], torch.arange(width)[None, :]
+    edges = ((rows // cell[0] + cols // cell[1]) % 2).float()
+    return (0.1 + 0.5 * smooth.clamp(0, 1) + edge * edges).clamp(0, 1)
+
+
 @pytest.fixture
 def make_image() -> Callable[..., torch.Tensor]:
     """Factory ``make_image(height, width, channels=3, seed=0)`` -> (1, C, H, W) float32 in [0, 1]."""

@@ -10,6 +10,7 @@ from skimage import data, transform
 from srdeblur import blind, classical
 from srdeblur.classical import _transfer_function
 from srdeblur.kernels import random_motion_psf
+from conftest import synthetic_photo, uniform_psf
 
 
 def best_shifted_correlation(estimate: torch.Tensor, truth: torch.Tensor, reach: int = 3) -> float:
@@ -125,13 +126,8 @@ def test_gate_thresholds_sit_at_180_px_and_a_ratio_of_2_5():
     # Spread: a PSF uniform over n pixels spreads over exactly n; a flat photo has no edge to object to.
     flat = torch.full((1, 1, 64, 64), 0.5)
 
-    def uniform(pixels: int) -> torch.Tensor:
-        psf = torch.zeros(15 * 15)
-        psf[:pixels] = 1 / pixels
-        return psf.reshape(15, 15)
-
-    assert blind.psf_spread(uniform(179)) == pytest.approx(179)
-    assert blind.is_credible(flat, uniform(179)) and not blind.is_credible(flat, uniform(181))
+    assert blind.psf_spread(uniform_psf(179)) == pytest.approx(179)
+    assert blind.is_credible(flat, uniform_psf(179)) and not blind.is_credible(flat, uniform_psf(181))
     # Slope: a sharp step of height h against a horizontal 5-px box (largest column sum 0.2) has ratio 5 h.
     box = torch.zeros(5, 5)
     box[2, :] = 0.2
@@ -145,16 +141,6 @@ def test_gate_thresholds_sit_at_180_px_and_a_ratio_of_2_5():
     assert blind.is_credible(step(0.48), box) and not blind.is_credible(step(0.52), box)
 
 
-def _synthetic_photo(height: int, width: int, *, edge: float, cell: tuple[int, int], seed: int = 0) -> torch.Tensor:
-    """(1, 1, H, W) gray: a smooth random field plus a checkerboard of sharp ``edge``-high steps."""
-    generator = torch.Generator().manual_seed(seed)
-    coarse = torch.rand(1, 1, height // 6, width // 6, generator=generator)
-    smooth = torch.nn.functional.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=False)
-    rows, cols = torch.arange(height)[:, None], torch.arange(width)[None, :]
-    edges = ((rows // cell[0] + cols // cell[1]) % 2).float()
-    return (0.1 + 0.5 * smooth.clamp(0, 1) + edge * edges).clamp(0, 1)
-
-
 @pytest.fixture(scope="module")
 def small_deblur_network():
     from srdeblur.nets import DeblurConfig, SRNDeblur
@@ -163,7 +149,7 @@ def small_deblur_network():
     return SRNDeblur(DeblurConfig(channels=4, blocks=1)).eval()
 
 
-def test_auto_gate_end_to_end_on_a_sharp_and_a_blurred_synthetic_photo(small_deblur_network):
+def test_auto_gate_end_to_end_on_a_sharp_and_a_blurredsynthetic_photo(small_deblur_network):
     """The real gate, default options: the estimator finds a blur in a sharp photo (measured: spread 43 px, but
     edges 3.1x steeper than it allows), and auto runs the network there; on the same photo blurred by a camera
     shake (estimate spread 60 px, ratio 0.78) it deconvolves, which gains over 2 dB."""
@@ -172,7 +158,7 @@ def test_auto_gate_end_to_end_on_a_sharp_and_a_blurred_synthetic_photo(small_deb
     def psnr(image: torch.Tensor, truth: torch.Tensor) -> float:
         return float(-10 * torch.log10((image - truth)[..., 12:-12, 12:-12].square().mean()))
 
-    sharp = _synthetic_photo(128, 128, edge=0.5, cell=(9, 13))
+    sharp = synthetic_photo(128, 128, edge=0.5, cell=(9, 13))
     shake = random_motion_psf(13, generator=torch.Generator().manual_seed(0))
     noise = 0.01 * torch.randn(sharp.shape, generator=torch.Generator().manual_seed(2))
     blurred = (classical.blur(sharp, shake) + noise).clamp(0, 1)

@@ -23,21 +23,12 @@ from srdeblur.cli import BLIND_TV_WEIGHT, app
 from srdeblur.inference import deblur
 from srdeblur.io import read_image, write_image
 from srdeblur.kernels import gaussian_psf, load_psf, random_motion_psf
-
-
-def _synthetic_photo(height: int, width: int, *, edge: float, cell: tuple[int, int], seed: int = 0) -> torch.Tensor:
-    """(1, 1, H, W) gray: a smooth random field plus a checkerboard of sharp ``edge``-high steps (test_blind's)."""
-    generator = torch.Generator().manual_seed(seed)
-    coarse = torch.rand(1, 1, height // 6, width // 6, generator=generator)
-    smooth = torch.nn.functional.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=False)
-    rows, cols = torch.arange(height)[:, None], torch.arange(width)[None, :]
-    edges = ((rows // cell[0] + cols // cell[1]) % 2).float()
-    return (0.1 + 0.5 * smooth.clamp(0, 1) + edge * edges).clamp(0, 1)
+from conftest import synthetic_photo, uniform_psf
 
 
 @pytest.fixture(scope="module")
 def sharp() -> torch.Tensor:
-    return _synthetic_photo(128, 128, edge=0.5, cell=(9, 13))
+    return synthetic_photo(128, 128, edge=0.5, cell=(9, 13))
 
 
 @pytest.fixture(scope="module")
@@ -122,11 +113,6 @@ def test_is_credible_is_why_not_credible_being_empty():
     """The hand-built cases of test_blind at the thresholds: both functions agree on them."""
     flat = torch.full((1, 1, 64, 64), 0.5)
 
-    def uniform(pixels: int) -> torch.Tensor:
-        psf = torch.zeros(15 * 15)
-        psf[:pixels] = 1 / pixels
-        return psf.reshape(15, 15)
-
     box = torch.zeros(5, 5)
     box[2, :] = 0.2  # a sharp step of height h has slope ratio 5 h against it
 
@@ -135,7 +121,7 @@ def test_is_credible_is_why_not_credible_being_empty():
         image[..., 32:] += height
         return image
 
-    cases = [(flat, uniform(179), []), (flat, uniform(181), ["spread 181 px > 180"]), (step(0.48), box, []),
+    cases = [(flat, uniform_psf(179), []), (flat, uniform_psf(181), ["spread 181 px > 180"]), (step(0.48), box, []),
              (step(0.52), box, ["edges 2.6x steeper than the PSF allows > 2.5"])]
     for image, psf, expected in cases:
         reasons = blind.why_not_credible(blind.psf_spread(psf), blind.edge_slope_ratio(image, psf))
@@ -192,7 +178,7 @@ class _Identity(nn.Module):
     ],
 )
 def test_every_path_reports_itself_once_per_image(tiny_network, options, expected):
-    image = _synthetic_photo(40, 44, edge=0.3, cell=(5, 7)).expand(2, 3, -1, -1).contiguous()
+    image = synthetic_photo(40, 44, edge=0.3, cell=(5, 7)).expand(2, 3, -1, -1).contiguous()
     options = {"model": tiny_network, **options}
     decisions = []
     deblur(image, on_decision=decisions.append, **options)
@@ -226,7 +212,7 @@ def test_json_says_what_auto_did_to_a_sharp_and_a_shaken_photo(runner, photos, t
 
 def test_json_of_a_photo_too_small_for_the_psf(runner, tmp_path, tiny_weights):
     source = tmp_path / "small.png"
-    write_image(source, _synthetic_photo(40, 40, edge=0.3, cell=(5, 7)))
+    write_image(source, synthetic_photo(40, 40, edge=0.3, cell=(5, 7)))
     result = runner.invoke(app, ["deblur", str(source), "--json", "--quiet", "--save-psf"])
     assert result.exit_code == 0, result.output
     (entry,) = json.loads(result.stdout)["results"]
@@ -238,7 +224,7 @@ def test_json_of_a_photo_too_small_for_the_psf(runner, tmp_path, tiny_weights):
 
 def test_json_of_a_known_psf_method(runner, tmp_path):
     source = tmp_path / "photo.png"
-    write_image(source, _synthetic_photo(24, 24, edge=0.3, cell=(5, 7)))
+    write_image(source, synthetic_photo(24, 24, edge=0.3, cell=(5, 7)))
     result = runner.invoke(app, ["deblur", str(source), "--psf", "gaussian:1", "--json", "--quiet"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["results"][0]["deblur"] == {"path": "wiener"}
