@@ -781,11 +781,13 @@ def train(
     clean_fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="sr --degradation realistic: share of patches left clean (bicubic).")] = 0.15,
     description: Annotated[Optional[str], typer.Option(help="With --export: the one-line description `srdeblur models` shows (default: the existing manifest's).")] = None,
     precision: NetPrecision = Precision.auto,
+    device: DeviceOption = "auto",
     quiet: Quiet = False,
 ) -> None:
-    """Train or fine-tune on your own images, on a CPU; time-boxed (--minutes) and resumable (--resume)."""
+    """Train or fine-tune on your own images, on the CPU or a GPU; time-boxed (--minutes) and resumable (--resume)."""
+    from srdeblur.devices import DeviceError, ShardError
     from srdeblur.report import stderr_console
-    from srdeblur.train import TrainConfig, train as run_training
+    from srdeblur.train import TrainConfig, train as run_training, training_device
 
     console = stderr_console(quiet=quiet)
     if export:
@@ -799,6 +801,10 @@ def train(
     mix = _scale_mix(scale_mix)
     if frequency_loss < 0:
         _fail(f"--frequency-loss must be non-negative, got {frequency_loss}")
+    try:  # before anything is written: a missing GPU, or one GPU for two torchrun processes, exits 2
+        target_device = training_device(device)
+    except (DeviceError, ShardError) as error:
+        _fail(str(error))
     config = TrainConfig(task=task.value, data=tuple(str(d) for d in data), out=str(out), seed=seed, batch=batch,
                          patch=patch or (96 if task == TrainTask.sr else 128), learning_rate=learning_rate,
                          total_steps=steps, val_every=val_every, threads=threads, scale_probabilities=mix,
@@ -810,10 +816,11 @@ def train(
                          **_architecture(task, blocks=blocks, spectral=spectral, gated=gated))
     try:
         info = run_training(
-            config, minutes=minutes, resume=resume, max_steps=max_steps, init=init,
+            config, minutes=minutes, resume=resume, max_steps=max_steps, init=init, device=target_device,
             on_progress=lambda e: console.print(
                 f"step {e['step']}: loss {e['loss']:.4f}, val " + ", ".join(
-                    f"{k} {v:.2f} dB" for k, v in e.items() if k.startswith(("x", "strong")) or k in ("psnr", "gain")) + f", {e['cpu_hours']:.2f} CPU-h",
+                    f"{k} {v:.2f} dB" for k, v in e.items() if k.startswith(("x", "strong")) or k in ("psnr", "gain")) + f", {e['cpu_hours']:.2f} CPU-h"
+                + (f", {e['device_hours']:.2f} GPU-h" if target_device.type != "cpu" else ""),
                 highlight=False),
         )
     except (ValueError, FileNotFoundError) as error:

@@ -1,11 +1,13 @@
-"""Time-boxed, resumable, deterministic training on a CPU (DistributedDataParallel-aware).
+"""Time-boxed, resumable training on the CPU (deterministic) or a GPU (DistributedDataParallel-aware).
 
 The loop is the same for every task; a task only says how to make a batch from ground-truth images and
-how to build its network. Every batch is drawn from a generator seeded by ``(seed, step, rank)``, so a run
-resumed from a checkpoint sees exactly the batches an uninterrupted run would have seen.
+how to build its network. Every batch is drawn on the CPU from a generator seeded by ``(seed, step, rank)``
+and then moved to the training device, so a run resumed from a checkpoint sees exactly the batches an
+uninterrupted run would have seen. On the CPU a resumed run is bit-exact; on CUDA the batches are the same
+but cuDNN's kernels and mixed precision are not bit-reproducible.
 
-Checkpoints are safetensors (model, Adam moments, step) plus a JSON sidecar (config, history, CPU time);
-nothing is pickled.
+Checkpoints are safetensors of CPU tensors (model, Adam moments, step; loadable without a GPU) plus a JSON
+sidecar (config, history, CPU and device time, the device type); nothing is pickled.
 """
 
 from __future__ import annotations
@@ -15,14 +17,16 @@ import logging
 import math
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ContextManager, Mapping, Sequence, TypeVar
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from srdeblur.devices import DeviceError, default_device, distributed_shard, parse_device
 from srdeblur.inference import uses_bfloat16
 from srdeblur.nets import (DeblurConfig, DeconvConfig, DegradationGate, GateConfig, LapSR, SRConfig, SRNDeblur,
                            USRDeconv, count_parameters, load_grown)
@@ -33,10 +37,11 @@ from srdeblur.training_data import (TRAINING_DEGRADATIONS, kernel_size_at, load_
 from srdeblur.weights import load_tensors, save_tensors
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # The batch makers and validations live in srdeblur.training_data; their names stay importable from here.
-__all__ = ["TrainConfig", "train", "export_weights", "build_model", "charbonnier", "log_charbonnier", "frequency_l1",
-           "training_loss",
+__all__ = ["TrainConfig", "train", "training_device", "autocast_dtype", "export_weights", "build_model", "charbonnier",
+           "log_charbonnier", "frequency_l1", "training_loss",
            "load_training_images", "make_sr_batch", "make_deblur_batch", "make_nonblind_batch", "make_gate_batch",
            "realistic_lr", "random_patches", "random_blur_kernel", "random_nonblind_psf", "perturb_psf",
            "kernel_size_at", "validation_kernels", "validate_sr", "validate_deblur", "validate_nonblind",
@@ -63,7 +68,8 @@ class TrainConfig:
         mild (35 %) or strong (65 %) two-round blur / resize / noise / JPEG, stages shuffled 30 % of the time).
     precision : ``"auto"``: forward passes under bfloat16 autocast where the CPU computes bfloat16 natively
         (hidden layers only; the image path, the loss, the weights and Adam stay float32; measured 1.65x
-        (SR) and 1.74x (deblur) CPU time per step); ``"float32"``: everything in float32.
+        (SR) and 1.74x (deblur) CPU time per step), on CUDA bfloat16 or float16 (:func:`autocast_dtype`);
+        ``"float32"``: everything in float32.
     """
 
     task: str = "sr"
@@ -199,6 +205,114 @@ def config_from_dict(data: dict) -> TrainConfig:
     return TrainConfig(**data)
 
 
+# ----------------------------------------------------------------------------- devices
+
+
+def training_device(spec: str | torch.device | None, *, environ: Mapping[str, str] | None = None) -> torch.device:
+    """The device :func:`train` computes on for ``spec`` ("auto", "cpu", "cuda", "cuda:N", "mps"; ``None``: the
+    library's default device, the CPU unless inside :func:`srdeblur.devices.using_device`).
+
+    Under torchrun (``WORLD_SIZE`` > 1) a CUDA run needs one GPU per process, because NCCL refuses two ranks
+    on one GPU: the device must be ``cuda:LOCAL_RANK`` (what "auto" and "cuda" pick there) and the machine
+    must have a GPU for each of its ``LOCAL_WORLD_SIZE`` processes.
+
+    Raises
+    ------
+    DeviceError
+        What :func:`srdeblur.devices.parse_device` refuses, or a CUDA device that breaks the rule above (one line).
+    ShardError
+        A malformed RANK / WORLD_SIZE / LOCAL_RANK in the environment.
+    """
+    environ = os.environ if environ is None else environ
+    device = default_device() if spec is None else parse_device(spec, environ=environ)
+    _, world = distributed_shard(environ)
+    if device.type != "cuda" or world == 1:
+        return device
+    local_rank, local_world = int(environ.get("LOCAL_RANK", "0")), int(environ.get("LOCAL_WORLD_SIZE", "1"))
+    count = torch.cuda.device_count()
+    if local_world > count:
+        raise DeviceError(f"torchrun started {local_world} processes on this machine, which has {count} GPU(s): "
+                          f"NCCL needs one GPU per process (use --nproc_per_node {count}, or --device cpu)")
+    if device.index != local_rank:
+        raise DeviceError(f"--device {spec}: under torchrun each process trains on the GPU of its LOCAL_RANK "
+                          f"(cuda:{local_rank} here); use --device cuda or auto")
+    return device
+
+
+def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """The dtype of the training forward pass's autocast on ``device``, or ``None`` for float32.
+
+    CPU: bfloat16 where the CPU computes it natively and ``precision="auto"``
+    (:func:`srdeblur.inference.uses_bfloat16`), as before ``--device`` existed. CUDA with ``precision="auto"``:
+    bfloat16 on GPUs with native bfloat16 (Ampere and later; emulated bfloat16 is slower than float32), else
+    float16, whose gradients need a GradScaler (:func:`train` makes one). MPS: float32, since its autocast is
+    float16 and training there has not been checked with a GradScaler. Raises ValueError for an unknown
+    ``precision``.
+    """
+    cpu_bfloat16 = uses_bfloat16(precision)  # also rejects an unknown precision
+    if device.type == "cpu":
+        return torch.bfloat16 if cpu_bfloat16 else None
+    if device.type == "cuda" and precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
+    return None
+
+
+def _creating_on(device: torch.device) -> ContextManager:
+    """Make tensors created without a device land on ``device`` (a no-op on the CPU).
+
+    Why: the networks' FFT helpers (USRDeconv's padding indices, tapers, Laplacian) call factory functions
+    without a device, as inference runs them inside the same context (:func:`srdeblur.inference._on_device`).
+    """
+    return nullcontext() if device.type == "cpu" else torch.device(device)
+
+
+def _to_device(values: Sequence[T], device: torch.device) -> list[T]:
+    """Each tensor of ``values`` moved to ``device`` (the same tensors on the CPU); other values as they are."""
+    return [v.to(device) if isinstance(v, torch.Tensor) else v for v in values]
+
+
+class _OnDevice(nn.Module):
+    """``model`` called with CPU tensors: the arguments go to ``device``, the outputs come back to the CPU as
+    float32; other attributes (e.g. ``multiple``) are the model's.
+
+    Why: the validations (:mod:`srdeblur.training_data`) make their crops and score the outputs on the CPU.
+    """
+
+    def __init__(self, model: nn.Module, device: torch.device) -> None:
+        super().__init__()
+        self.model, self.device = model, device
+
+    def forward(self, *arguments: torch.Tensor | int) -> list[torch.Tensor]:
+        with _creating_on(self.device):
+            outputs = self.model(*_to_device(arguments, self.device))
+        return [output.float().cpu() for output in outputs]
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(super().__getattr__("model"), name)
+
+
+def _distributed(device: torch.device) -> tuple[int, int]:
+    """(rank, world size); under torchrun initialises the process group: NCCL when training on CUDA (each
+    process on its own GPU, made the current one so NCCL's collectives use it), gloo otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    rank = torch.distributed.get_rank() if world > 1 else 0
+    return rank, world
+
+
+def _devices_used(*labels: str | None) -> str:
+    """The device types in ``labels`` ("cpu", "cuda", "cpu+cuda", ...) as one label, sorted: what a run
+    resumed on another device, or fine-tuned from weights trained elsewhere, has trained on."""
+    kinds = {kind for label in labels if label for kind in label.split("+")}
+    return "+".join(sorted(kinds))
+
+
 # ----------------------------------------------------------------------------- the loop
 
 
@@ -230,21 +344,17 @@ def _install_stop_handler() -> _StopFlag:
     return flag
 
 
-def _distributed() -> tuple[int, int]:
-    """(rank, world size); initialises the process group when launched by torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("gloo" if not torch.cuda.is_available() else "nccl")
-    rank = torch.distributed.get_rank() if world > 1 else 0
-    return rank, world
-
-
 def _init_record(path: Path) -> dict:
-    """What the starting weights of a fine-tune had cost: file, steps and CPU-hours from their manifest."""
+    """What the starting weights of a fine-tune had cost: file, steps and CPU-hours from their manifest, and
+    device-hours and device type when they were trained on a GPU (omitted for CPU-trained weights, whose
+    record stays as it was before ``--device``)."""
     manifest_path = path.with_suffix(".json")
     training = json.loads(manifest_path.read_text()).get("training", {}) if manifest_path.is_file() else {}
-    return {"file": path.name, "steps": int(training.get("steps", 0)),
-            "cpu_hours": float(training.get("cpu_hours", 0.0))}
+    record = {"file": path.name, "steps": int(training.get("steps", 0)),
+              "cpu_hours": float(training.get("cpu_hours", 0.0))}
+    if training.get("device_hours"):
+        record.update(device_hours=float(training["device_hours"]), device=training.get("device", "cuda"))
+    return record
 
 
 TASKS = ("sr", "deblur", "nonblind", "srgate")
@@ -266,6 +376,68 @@ def _architecture_config(config: TrainConfig):
     return {"sr": config.sr, "deblur": config.deblur, "nonblind": config.nonblind, "srgate": config.gate}[config.task]
 
 
+def _batch(config: TrainConfig, images: list[torch.Tensor], step: int, generator: torch.Generator,
+           memory_format: torch.memory_format) -> tuple[Sequence, list[torch.Tensor]]:
+    """The network's arguments and the targets of training step ``step``, on the CPU (as
+    :mod:`srdeblur.training_data` makes them), image inputs in ``memory_format``."""
+    if config.task == "sr":
+        inputs, targets = make_sr_batch(images, config, generator=generator)
+        return (inputs.contiguous(memory_format=memory_format), len(targets)), targets
+    if config.task == "deblur":
+        inputs, targets = make_deblur_batch(images, config, step=step, generator=generator)
+        return (inputs.contiguous(memory_format=memory_format),), targets
+    if config.task == "nonblind":
+        return make_nonblind_batch(images, config, step=step, generator=generator)
+    inputs, targets = make_gate_batch(images, config, generator=generator)
+    return (inputs.contiguous(memory_format=memory_format),), targets
+
+
+def _task_loss(config: TrainConfig, outputs: list[torch.Tensor], targets: list[torch.Tensor]) -> torch.Tensor:
+    """The float32 loss ``config.task`` trains on."""
+    if config.task == "srgate":
+        return F.binary_cross_entropy_with_logits(outputs[0].float(), targets[0])
+    if config.task == "nonblind":
+        return log_charbonnier(outputs[-1], targets[-1])
+    return training_loss(outputs, targets, frequency_weight=config.frequency_loss)
+
+
+def _optimizer_step(loss: torch.Tensor, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    scaler: torch.amp.GradScaler | None, grad_clip: float) -> None:
+    """Backward, gradients clipped to norm ``grad_clip``, one Adam step.
+
+    With a ``scaler`` (float16 autocast) the loss is scaled so that small float16 gradients do not flush to
+    zero, the gradients are unscaled before clipping, and a step whose gradients overflowed is skipped.
+    """
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is None:
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        return
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+
+
+def _validate(config: TrainConfig, model: nn.Module, images: list[torch.Tensor]) -> tuple[dict[str, float], float]:
+    """``config.task``'s validation scores on the held-out ``images`` and the one score the best checkpoint is
+    chosen by (dB, or the gate's accuracy)."""
+    if config.task == "sr":
+        scores = validate_sr(model, images, crop=config.val_crop, degradation=config.degradation)
+        keys = ("strong_x2", "strong_x4") if config.degradation == "realistic" else ("x2", "x4")
+        return scores, sum(scores[k] for k in keys) / 2
+    if config.task == "deblur":
+        scores = validate_deblur(model, images, crop=config.val_crop)
+        return scores, scores["psnr"]
+    if config.task == "nonblind":
+        scores = validate_nonblind(model, images, crop=config.val_crop)
+        return scores, scores["psnr"]
+    scores = validate_gate(model, images, crop=config.val_crop)
+    return scores, scores["accuracy"]
+
+
 def train(
     config: TrainConfig,
     *,
@@ -274,34 +446,46 @@ def train(
     max_steps: int | None = None,
     init: str | os.PathLike | None = None,
     on_progress: Callable[[dict], None] | None = None,
+    device: str | torch.device | None = None,
 ) -> dict:
     """Train until ``total_steps``, ``max_steps`` (this call) or ``minutes`` of wall time, whichever first.
 
     ``init`` starts a new run from the model tensors of a safetensors file (e.g. the shipped
     ``weights/lapsr.safetensors``), ignored when ``resume`` finds a checkpoint.
 
+    ``device`` (checked by :func:`training_device`; default the library's default device, the CPU) holds the
+    model, the optimizer, the batches (made on the CPU, then moved) and the loss; the forward pass runs
+    under :func:`autocast_dtype`'s autocast. Under torchrun a CUDA device means NCCL, one GPU per process.
+
     Writes ``{out}/last.safetensors`` (resumable) and ``{out}/best.safetensors`` (best validation) with
-    JSON sidecars. Returns the final info dict (step, history, CPU seconds, best validation).
+    JSON sidecars. Returns the final info dict: step, history, ``cpu_seconds`` (process CPU time summed over
+    the processes), ``device_seconds`` (wall time x the processes computing on a GPU; 0 on the CPU),
+    ``wall_seconds``, ``device`` (the device types trained on, e.g. "cpu", "cuda", "cpu+cuda") and the best
+    validation.
     """
     if config.task not in TASKS:
         raise ValueError(f"unknown task {config.task!r}; expected one of {', '.join(TASKS)}")
-    bfloat16 = uses_bfloat16(config.precision)
-    rank, world = _distributed()
+    target = training_device(device)
+    mixed = autocast_dtype(target, config.precision)
+    rank, world = _distributed(target)
     if config.threads:
         torch.set_num_threads(config.threads)
     out = Path(config.out)
     last_path, best_path = out / "last.safetensors", out / "best.safetensors"
 
-    torch.manual_seed(config.seed)  # the initial weights
-    model = build_model(config)
+    torch.manual_seed(config.seed)  # the initial weights (drawn on the CPU: the same on every device)
+    model = build_model(config).to(target)  # before Adam is made, so that its moments live there too
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    info = {"step": 0, "cpu_seconds": 0.0, "wall_seconds": 0.0, "history": [], "best": None,
-            "params": count_parameters(model), "init": None}
+    info = {"step": 0, "cpu_seconds": 0.0, "device_seconds": 0.0, "wall_seconds": 0.0, "history": [], "best": None,
+            "params": count_parameters(model), "init": None, "device": None}
+    scaler_state = None
     if resume and last_path.exists():
         stored = load_checkpoint(last_path, model, optimizer)
         if stored["config"] != json.loads(json.dumps(asdict(config))):
             log.warning("resuming with a changed config; the stored one was %s", stored["config"])
-        info = {k: stored[k] for k in info if k in stored}
+        info = {**info, **{k: stored[k] for k in info if k in stored}}
+        info["device"] = stored.get("device", "cpu")  # checkpoints from before --device were trained on the CPU
+        scaler_state = stored.get("grad_scaler")
     elif init is not None:
         # Fine-tune from shipped weights (model tensors only: a new optimizer and schedule start at step 0).
         fresh = load_grown(model, load_tensors(Path(init)))
@@ -309,15 +493,22 @@ def train(
             log.info("grown from %s: %d tensors start as the identity", init, len(fresh))
         info["init"] = _init_record(Path(init))
     info["config"] = asdict(config)
+    info["device"] = _devices_used(info["device"], target.type)
+    scaler = torch.amp.GradScaler("cuda") if mixed == torch.float16 else None
+    if scaler is not None and scaler_state:
+        scaler.load_state_dict(scaler_state)  # a resumed float16 run continues with its loss scale
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     trainee: nn.Module = model
     if world > 1:
-        trainee = nn.parallel.DistributedDataParallel(model)
+        gpu = [target.index] if target.type == "cuda" else None
+        trainee = nn.parallel.DistributedDataParallel(model, device_ids=gpu)
+    validated = model if target.type == "cpu" else _OnDevice(model, target)
 
     train_images, val_images = load_training_images(config.data, val_fraction=config.val_fraction)
     started, cpu_started = time.monotonic(), time.process_time()
-    wall_base, cpu_base = info["wall_seconds"], info["cpu_seconds"]
+    wall_base, cpu_base, device_base = info["wall_seconds"], info["cpu_seconds"], info["device_seconds"]
+    gpu_processes = 0 if target.type == "cpu" else world
     steps_this_call = 0
     stop = _install_stop_handler()
 
@@ -327,9 +518,15 @@ def train(
     def cpu_seconds() -> float:
         return cpu_base + (all_ranks_cpu if world > 1 else time.process_time() - cpu_started)
 
+    def device_seconds() -> float:
+        return device_base + gpu_processes * (time.monotonic() - started)
+
     def clock() -> None:
         info["wall_seconds"] = wall_base + time.monotonic() - started
         info["cpu_seconds"] = cpu_seconds()
+        info["device_seconds"] = device_seconds()
+        if scaler is not None:  # float16's loss scale, so that a resumed run continues with it
+            info["grad_scaler"] = scaler.state_dict()
 
     def checkpoint() -> None:
         clock()
@@ -340,31 +537,15 @@ def train(
         while info["step"] < config.total_steps:
             step = info["step"]
             generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step * 7919 + rank)
-            if config.task == "sr":
-                inputs, targets = make_sr_batch(train_images, config, generator=generator)
-                arguments = (inputs.contiguous(memory_format=memory_format), len(targets))
-            elif config.task == "deblur":
-                inputs, targets = make_deblur_batch(train_images, config, step=step, generator=generator)
-                arguments = (inputs.contiguous(memory_format=memory_format),)
-            elif config.task == "nonblind":
-                arguments, targets = make_nonblind_batch(train_images, config, step=step, generator=generator)
-            else:
-                inputs, targets = make_gate_batch(train_images, config, generator=generator)
-                arguments = (inputs.contiguous(memory_format=memory_format),)
+            arguments, targets = _batch(config, train_images, step, generator, memory_format)
+            arguments, targets = _to_device(arguments, target), _to_device(targets, target)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate_at(step, config)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bfloat16):
-                outputs = trainee(*arguments)
-            if config.task == "srgate":
-                loss = F.binary_cross_entropy_with_logits(outputs[0].float(), targets[0])
-            elif config.task == "nonblind":
-                loss = log_charbonnier(outputs[-1], targets[-1])
-            else:
-                loss = training_loss(outputs, targets, frequency_weight=config.frequency_loss)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
+            with _creating_on(target):
+                with torch.autocast(target.type, dtype=mixed or torch.bfloat16, enabled=mixed is not None):
+                    outputs = trainee(*arguments)
+                loss = _task_loss(config, outputs, targets)
+            _optimizer_step(loss, model, optimizer, scaler, config.grad_clip)
             info["step"] = step + 1
             steps_this_call += 1
 
@@ -372,30 +553,20 @@ def train(
             if max_steps is not None and steps_this_call >= max_steps:
                 time_up = True
             if world > 1:  # every rank must stop at the same step
-                shared = torch.tensor([float(time_up), time.process_time() - cpu_started], dtype=torch.float64)
+                # NCCL reduces CUDA tensors only, gloo CPU ones.
+                shared = torch.tensor([float(time_up), time.process_time() - cpu_started], dtype=torch.float64,
+                                      device=target if target.type == "cuda" else "cpu")
                 torch.distributed.all_reduce(shared)
                 time_up, all_ranks_cpu = bool(shared[0] > 0), float(shared[1])
             at_validation = info["step"] % config.val_every == 0 or info["step"] == config.total_steps
             if rank == 0 and at_validation and val_images:
                 model.eval()
-                if config.task == "sr":
-                    scores = validate_sr(model, val_images, crop=config.val_crop, degradation=config.degradation)
-                    keys = ("strong_x2", "strong_x4") if config.degradation == "realistic" else ("x2", "x4")
-                    score = sum(scores[k] for k in keys) / 2
-                elif config.task == "deblur":
-                    scores = validate_deblur(model, val_images, crop=config.val_crop)
-                    score = scores["psnr"]
-                elif config.task == "nonblind":
-                    scores = validate_nonblind(model, val_images, crop=config.val_crop)
-                    score = scores["psnr"]
-                else:
-                    scores = validate_gate(model, val_images, crop=config.val_crop)
-                    score = scores["accuracy"]
+                scores, score = _validate(config, validated, val_images)
                 model.train()
                 cpu = cpu_seconds()
                 wall = wall_base + time.monotonic() - started
-                entry = {"step": info["step"], "cpu_hours": cpu / 3600, "wall_hours": wall / 3600,
-                         "loss": float(loss.detach()), **scores}
+                entry = {"step": info["step"], "cpu_hours": cpu / 3600, "device_hours": device_seconds() / 3600,
+                         "wall_hours": wall / 3600, "loss": float(loss.detach()), **scores}
                 info["history"].append(entry)
                 if info["best"] is None or score > info["best"]["score"]:
                     info["best"] = {**entry, "score": score}
@@ -423,9 +594,11 @@ def export_weights(run: Path, name: str, *, folder: Path | None = None, checkpoi
     (model tensors only, float32) with its manifest ``<name>.json``; returns the manifest.
 
     The manifest holds the architecture config, sha256, parameter count, and the training data, recipe,
-    steps, CPU-hours and validation curve; ``metrics`` (measured with ``srdeblur eval``) is kept from an
-    existing manifest of the same weights or left empty, and ``description`` (one line for ``srdeblur
-    models``) from an existing manifest unless given.
+    steps, time (``cpu_hours``: process CPU time summed over the processes; ``device_hours``: wall time x the
+    processes computing on a GPU, 0 for CPU training; ``wall_hours``), the ``device`` types trained on
+    ("cpu", "cuda", "cpu+cuda", ...) and the validation curve; ``metrics`` (measured with ``srdeblur eval``)
+    is kept from an existing manifest of the same weights or left empty, and ``description`` (one line for
+    ``srdeblur models``) from an existing manifest unless given.
     """
     from srdeblur.weights import read_manifest, sha256_file, weights_dir
 
@@ -460,6 +633,9 @@ def export_weights(run: Path, name: str, *, folder: Path | None = None, checkpoi
             "steps": info["step"] + inherited["steps"],
             "checkpoint_step": info.get("best", {}).get("step", info["step"]) if checkpoint == "best" else info["step"],
             "cpu_hours": round(info["cpu_seconds"] / 3600 + inherited["cpu_hours"], 3),
+            "device_hours": round(info.get("device_seconds", 0.0) / 3600 + inherited.get("device_hours", 0.0), 3),
+            # Runs from before --device have no "device": they trained on the CPU.
+            "device": _devices_used(info.get("device", "cpu"), inherited.get("device")),
             "wall_hours": round(info["wall_seconds"] / 3600, 3),
             "fine_tuned_from": info.get("init"),
             "seed": config.seed,

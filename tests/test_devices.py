@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -217,6 +218,20 @@ def test_cli_unusable_device_exits_2_and_writes_nothing(tmp_path, capsys, comman
     assert code == 2 and out == ""
     assert "device" in one_error_line(err)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("spec", "message"), [("cuda", "CUDA is not available"),
+                                               ("cuda:5", "CUDA is not available|no such GPU"),
+                                               ("tpu", "unknown device"), ("cuda:x", "unknown device")])
+def test_cli_train_refuses_an_unusable_device_and_writes_nothing(tmp_path, capsys, spec, message):
+    if HAS_CUDA and spec == "cuda":
+        pytest.skip("CUDA is available here")
+    make_folder(tmp_path / "in", 2)
+    code, out, err = run_cli(capsys, "train", "--data", tmp_path / "in", "--out", tmp_path / "run", "--steps", "1",
+                             "--device", spec)
+    assert code == 2 and out == ""
+    assert re.search(message, one_error_line(err))
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.skipif(HAS_CUDA, reason="checks the refusal on a machine without CUDA")

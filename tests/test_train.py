@@ -516,3 +516,128 @@ def test_log_charbonnier_weights_every_image_alike():
         better[index] /= 2
         assert float(log_charbonnier(prediction, target) - log_charbonnier(better, target)) == pytest.approx(
             math.log(2) / 2, abs=2e-3)
+
+
+# ------------------------------------------------------------------------------------------------ devices
+
+
+def _run_cli(capsys, *argv) -> tuple[int, str, str]:
+    from srdeblur import cli
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
+def test_cli_train_on_the_cpu_records_no_device_time(image_folder, tmp_path, capsys):
+    from srdeblur.train import export_weights
+
+    code, _, err = _run_cli(capsys, "train", "--data", image_folder, "--out", tmp_path / "run", "--steps", "2",
+                            "--batch", "2", "--patch", "24", "--val-every", "2", "--blocks", "1", "--device", "cpu",
+                            "--quiet")
+    assert code == 0, err
+    record = json.loads((tmp_path / "run" / "last.json").read_text())
+    assert record["step"] == 2 and record["device"] == "cpu"
+    assert record["device_seconds"] == 0 and record["cpu_seconds"] > 0
+    # (six images hold none out at the CLI's validation fraction: no best checkpoint, so export the last)
+    training = export_weights(tmp_path / "run", "tiny", folder=tmp_path / "weights", checkpoint="last")["training"]
+    assert training["device"] == "cpu" and training["device_hours"] == 0
+    assert training["cpu_hours"] == pytest.approx(record["cpu_seconds"] / 3600, abs=1e-3)
+
+
+def test_device_record_of_old_checkpoints_and_of_weights_trained_on_a_gpu(image_folder, tmp_path):
+    """A checkpoint from before ``--device`` (no device fields) resumes as a CPU run; weights trained on a GPU
+    pass their device-hours and device type on to a CPU fine-tune's manifest."""
+    from srdeblur.train import export_weights
+    from srdeblur.weights import save_tensors
+
+    config = tiny_config(image_folder, tmp_path / "old", total_steps=2, val_every=2)
+    train(config, max_steps=1)
+    sidecar = tmp_path / "old" / "last.json"
+    legacy = {k: v for k, v in json.loads(sidecar.read_text()).items() if k not in ("device", "device_seconds")}
+    sidecar.write_text(json.dumps(legacy))
+    info = train(config, resume=True)
+    assert info["step"] == 2 and info["device"] == "cpu" and info["device_seconds"] == 0
+    assert info["history"][-1]["device_hours"] == 0 and info["history"][-1]["cpu_hours"] > 0
+
+    torch.manual_seed(7)
+    save_tensors(tmp_path / "gpu.safetensors", LapSR(config.sr).state_dict())
+    (tmp_path / "gpu.json").write_text(json.dumps(
+        {"training": {"steps": 500, "cpu_hours": 0.1, "device_hours": 1.5, "device": "cuda"}}))
+    info = train(replace(config, out=str(tmp_path / "tuned")), init=tmp_path / "gpu.safetensors")
+    assert info["init"] == {"file": "gpu.safetensors", "steps": 500, "cpu_hours": 0.1, "device_hours": 1.5,
+                            "device": "cuda"}
+    training = export_weights(tmp_path / "tuned", "tuned", folder=tmp_path / "weights", checkpoint="last")["training"]
+    assert training["device_hours"] == 1.5 and training["device"] == "cpu+cuda"
+
+
+def test_torchrun_on_cuda_takes_one_gpu_per_process(monkeypatch):
+    from srdeblur.devices import DeviceError
+    from srdeblur.train import training_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    torchrun = {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"}
+    assert training_device("auto", environ=torchrun) == torch.device("cuda", 1)
+    assert training_device("cuda:1", environ=torchrun) == torch.device("cuda", 1)
+    assert training_device("cpu", environ=torchrun) == torch.device("cpu")
+    assert training_device(None, environ=torchrun) == torch.device("cpu")  # the library's default device
+    assert training_device("cuda:0", environ={}) == torch.device("cuda", 0)  # one process: any GPU
+    # NCCL refuses two ranks on one GPU: another rank's GPU, or more local processes than GPUs, exit early.
+    with pytest.raises(DeviceError, match=r"GPU of its LOCAL_RANK \(cuda:1 here\)"):
+        training_device("cuda:0", environ=torchrun)
+    with pytest.raises(DeviceError, match="3 processes on this machine, which has 2 GPU"):
+        training_device("cuda", environ={**torchrun, "WORLD_SIZE": "3", "LOCAL_WORLD_SIZE": "3"})
+
+
+def test_process_group_is_nccl_on_cuda_and_gloo_otherwise(monkeypatch):
+    from srdeblur import train as training
+
+    calls = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.distributed, "init_process_group", lambda backend: calls.append(("init", backend)))
+    monkeypatch.setattr(torch.distributed, "get_rank", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: calls.append(("set_device", device)))
+    assert training._distributed(torch.device("cuda", 1)) == (1, 2)
+    assert calls == [("set_device", torch.device("cuda", 1)), ("init", "nccl")]
+    calls.clear()
+    assert training._distributed(torch.device("cpu")) == (1, 2)
+    assert calls == [("init", "gloo")]
+
+
+def test_autocast_dtype_per_device(monkeypatch):
+    from srdeblur.inference import uses_bfloat16
+    from srdeblur.train import autocast_dtype
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert autocast_dtype(cpu, "auto") == (torch.bfloat16 if uses_bfloat16("auto") else None)  # as before --device
+    assert autocast_dtype(cpu, "float32") is None
+    asked = []
+    for native, expected in ((True, torch.bfloat16), (False, torch.float16)):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported",
+                            lambda including_emulation=True, native=native: asked.append(including_emulation) or native)
+        assert autocast_dtype(cuda, "auto") == expected
+    assert asked == [False, False]  # emulated bfloat16 (pre-Ampere) is slower than float16: not taken
+    assert autocast_dtype(cuda, "float32") is None
+    assert autocast_dtype(torch.device("mps"), "auto") is None
+    with pytest.raises(ValueError, match="precision must be one of"):
+        autocast_dtype(cuda, "float16")
+
+
+def test_validation_runs_the_network_on_the_training_device():
+    """Validation crops are made on the CPU; on a GPU the network gets them there and keeps its attributes.
+    ``meta`` (shapes, no data) stands in for a GPU: the output cannot come back, having no data."""
+    from srdeblur.nets import DeblurConfig, DegradationGate, GateConfig, SRNDeblur
+    from srdeblur.train import _OnDevice
+
+    seen = []
+    gate = DegradationGate(GateConfig(channels=4)).to("meta")
+    gate.register_forward_pre_hook(lambda module, arguments: seen.append(arguments[0].device.type))
+    with pytest.raises(NotImplementedError):
+        _OnDevice(gate, torch.device("meta"))(torch.zeros(1, 3, 16, 16))
+    assert seen == ["meta"]
+    deblur = SRNDeblur(DeblurConfig(channels=4, blocks=1))
+    assert _OnDevice(deblur, torch.device("meta")).multiple == deblur.multiple
