@@ -51,6 +51,7 @@ class TrainTask(str, Enum):
     deblur = "deblur"
     nonblind = "nonblind"
     srgate = "srgate"
+    blurgate = "blurgate"
 
 
 class TrainDegradation(str, Enum):
@@ -283,14 +284,14 @@ def _result_line(result) -> str:
 
 
 def _decision_text(decision) -> str:
-    """``, blind`` / ``, net: spread 212 px > 180``: the deblurring path of a file, for its line ("" if none)."""
+    """``, blind`` / ``, net: spread 212 px > 180`` / ``, none: looks sharp ...``: the deblurring path of a file, for its line ("" if none)."""
     if not decision:
         return ""
     reasons = "; ".join(decision.get("reasons") or ())
     if not reasons:
         return f", {decision['path']}"
-    if decision["path"] == "net":
-        return f", net: {reasons}"  # auto fell back to the network
+    if decision["path"] in ("net", "none"):
+        return f", {decision['path']}: {reasons}"  # auto fell back to the network, or left the photo alone
     return f", {decision['path']} despite {reasons}"  # blind deconvolves whatever the gate says
 
 
@@ -446,10 +447,10 @@ def upscale(
 @app.command()
 def deblur(
     inputs: Inputs,
-    method: Annotated[Optional[DeblurMethod], typer.Option(help="auto (blind: estimate the PSF and deconvolve, or the network where the estimate is not credible), blind (always the estimated PSF), net (the network alone), wiener or rl (need --psf). Default: wiener with --psf, else auto.", show_default=False)] = None,
+    method: Annotated[Optional[DeblurMethod], typer.Option(help="auto (photos the blur gate finds sharp are left as they are; the others: blind, or the network where the estimate is not credible), blind (always the estimated PSF), net (the network alone), wiener or rl (need --psf). Default: wiener with --psf, else auto.", show_default=False)] = None,
     psf: Annotated[Optional[str], typer.Option(help="gaussian:SIGMA, motion:LENGTH,ANGLE, disk:RADIUS or a PNG/NPY kernel.")] = None,
     psf_size: Annotated[int, typer.Option(min=5, help="auto/blind: side of the estimated PSF in pixels (odd); the blur must fit in it.")] = 25,  # blind.DEFAULT_PSF_SIZE
-    save_psf: Annotated[bool, typer.Option("--save-psf", help="auto/blind: write the estimated PSF beside each output as <output stem>_psf.png (16-bit, peak 65535), also where auto ran the network.")] = False,
+    save_psf: Annotated[bool, typer.Option("--save-psf", help="auto/blind: write the estimated PSF beside each output as <output stem>_psf.png (16-bit, peak 65535), also where auto ran the network (not where it left the photo alone: no PSF is estimated there).")] = False,
     iterations: Annotated[int, typer.Option(min=1, help="Richardson-Lucy iterations (rl, auto, blind).")] = 30,
     balance: Annotated[float, typer.Option(min=0.0, help="Wiener regularisation weight.")] = 0.005,
     tv: Annotated[Optional[float], typer.Option(min=0.0, help="Total-variation weight for Richardson-Lucy (0: plain RL). Default: 0.002 with auto/blind, 0 with rl.", show_default=False)] = None,
@@ -755,7 +756,7 @@ def compare(
 
 @app.command()
 def train(
-    task: Annotated[TrainTask, typer.Option(help="sr, deblur (blind), nonblind (known-PSF deconvolution) or srgate (the clean-or-degraded input classifier that picks upscale's weights).")] = TrainTask.sr,
+    task: Annotated[TrainTask, typer.Option(help="sr, deblur (blind), nonblind (known-PSF deconvolution) srgate (the clean-or-degraded input classifier that picks upscale's weights) or blurgate (the classifier that tells deblur's default which photos to leave alone).")] = TrainTask.sr,
     data: Annotated[Optional[list[Path]], typer.Option(help="Folder(s) of training images (repeatable).")] = None,
     out: Annotated[Path, typer.Option(help="Run folder for checkpoints.")] = Path("runs/sr"),
     minutes: Annotated[Optional[float], typer.Option(help="Stop cleanly (and save) after this much wall time.")] = None,
@@ -818,8 +819,7 @@ def train(
         info = run_training(
             config, minutes=minutes, resume=resume, max_steps=max_steps, init=init, device=target_device,
             on_progress=lambda e: console.print(
-                f"step {e['step']}: loss {e['loss']:.4f}, val " + ", ".join(
-                    f"{k} {v:.2f} dB" for k, v in e.items() if k.startswith(("x", "strong")) or k in ("psnr", "gain")) + f", {e['cpu_hours']:.2f} CPU-h"
+                f"step {e['step']}: loss {e['loss']:.4f}, val " + _validation_text(e) + f", {e['cpu_hours']:.2f} CPU-h"
                 + (f", {e['device_hours']:.2f} GPU-h" if target_device.type != "cpu" else ""),
                 highlight=False),
         )
@@ -851,6 +851,14 @@ def _architecture(task: TrainTask, *, blocks: Optional[int], spectral: bool, gat
     if task == TrainTask.nonblind:
         return {} if blocks is None else {"nonblind": DeconvConfig(blocks=blocks)}
     return {"deblur": DeblurConfig(blocks=blocks or DeblurConfig.blocks, spectral=spectral, gated=gated)}
+
+
+def _validation_text(entry: dict) -> str:
+    """A validation entry's scores for the progress line: PSNRs in dB, the classifiers' shares in %."""
+    decibels = [f"{k} {v:.2f} dB" for k, v in entry.items() if k.startswith(("x", "strong_")) or k in ("psnr", "gain")]
+    shares = [f"{k} {100 * v:.1f} %" for k, v in entry.items()
+              if k in ("accuracy", "clean", "mild", "strong", "deblurrable", "other")]
+    return ", ".join(decibels + shares)
 
 
 def _scale_mix(text: str) -> tuple[float, float, float]:

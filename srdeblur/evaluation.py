@@ -17,7 +17,6 @@ blind method cannot know where an off-centre kernel put the image (:meth:`Deblur
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from srdeblur.degrade import (add_gaussian_noise, bicubic_downscale, degradation
 from srdeblur.io import IMAGE_SUFFIXES, list_images, read_image
 from srdeblur.kernels import load_psf
 from srdeblur.metrics import align_shift, psnr, ssim
+from srdeblur.photoblur import varying_blur
 
 __all__ = [
     "DATASETS",
@@ -227,28 +227,6 @@ def synthetic_blur_samples(
 BLURS = ("levin", "varying", "none")
 # The seed of the spatially varying benchmark: image i always gets degradation_generator(VARYING_SEED, i).
 VARYING_SEED = 2027
-
-
-def varying_blur(sharp: torch.Tensor, *, generator: torch.Generator, size: int = 31) -> torch.Tensor:
-    """A camera shake that changes across the frame: 2 to 4 random shakes (``size`` px), each anchored at a
-    random point, blended per pixel with Gaussian weights (width: half the diagonal) normalised to sum 1 —
-    the efficient-filter-flow model of a blur that varies smoothly (rotation, rolling shutter, depth).
-    ``(B, C, H, W)`` -> same shape (reflect borders)."""
-    from srdeblur.kernels import random_motion_psf
-
-    height, width = sharp.shape[-2:]
-    count = 2 + int(torch.randint(3, (), generator=generator))
-    rows = torch.arange(height, dtype=torch.float32)[:, None]
-    cols = torch.arange(width, dtype=torch.float32)[None, :]
-    spread = 0.5 * math.hypot(height, width)
-    weights, blurred = [], []
-    for _ in range(count):
-        kernel = random_motion_psf(size, generator=generator)
-        top, left = (torch.rand(2, generator=generator) * torch.tensor([height, width])).tolist()
-        weights.append(torch.exp(-((rows - top) ** 2 + (cols - left) ** 2) / (2 * spread**2)))
-        blurred.append(blur(sharp, kernel))
-    total = sum(weights)
-    return sum(w / total * b for w, b in zip(weights, blurred))
 
 
 def varying_blur_samples(folder: Path, *, noise_sigma: float, limit: int | None = None) -> Iterator[Sample]:

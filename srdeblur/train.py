@@ -31,8 +31,8 @@ from srdeblur.inference import uses_bfloat16
 from srdeblur.nets import (DeblurConfig, DeconvConfig, DegradationGate, GateConfig, LapSR, SRConfig, SRNDeblur,
                            USRDeconv, count_parameters, load_grown)
 from srdeblur.training_data import (TRAINING_DEGRADATIONS, kernel_size_at, load_training_images, make_deblur_batch,
-                                    make_gate_batch, make_nonblind_batch, make_sr_batch, perturb_psf, random_blur_kernel,
-                                    random_nonblind_psf, random_patches, realistic_lr, validate_deblur, validate_gate,
+                                    make_blurgate_batch, make_gate_batch, make_nonblind_batch, make_sr_batch, perturb_psf, random_blur_kernel,
+                                    random_nonblind_psf, random_patches, realistic_lr, validate_blurgate, validate_deblur, validate_gate,
                                     validate_nonblind, validate_sr, validation_kernels)
 from srdeblur.weights import load_tensors, save_tensors
 
@@ -357,8 +357,11 @@ def _init_record(path: Path) -> dict:
     return record
 
 
-TASKS = ("sr", "deblur", "nonblind", "srgate")
-ARCHITECTURES = {"sr": "lapsr", "deblur": "srndeblur", "nonblind": "usrdeconv", "srgate": "degradationgate"}
+TASKS = ("sr", "deblur", "nonblind", "srgate", "blurgate")
+ARCHITECTURES = {"sr": "lapsr", "deblur": "srndeblur", "nonblind": "usrdeconv", "srgate": "degradationgate",
+                 "blurgate": "degradationgate"}
+# The classifiers: a DegradationGate each, trained on logits with binary cross-entropy.
+GATE_TASKS = ("srgate", "blurgate")
 
 
 def build_model(config: TrainConfig) -> nn.Module:
@@ -367,13 +370,14 @@ def build_model(config: TrainConfig) -> nn.Module:
         return LapSR(config.sr)
     if config.task == "deblur":
         return SRNDeblur(config.deblur)
-    if config.task == "srgate":
+    if config.task in GATE_TASKS:
         return DegradationGate(config.gate)
     return USRDeconv(config.nonblind)
 
 
 def _architecture_config(config: TrainConfig):
-    return {"sr": config.sr, "deblur": config.deblur, "nonblind": config.nonblind, "srgate": config.gate}[config.task]
+    return {"sr": config.sr, "deblur": config.deblur, "nonblind": config.nonblind, "srgate": config.gate,
+            "blurgate": config.gate}[config.task]
 
 
 def _batch(config: TrainConfig, images: list[torch.Tensor], step: int, generator: torch.Generator,
@@ -388,13 +392,14 @@ def _batch(config: TrainConfig, images: list[torch.Tensor], step: int, generator
         return (inputs.contiguous(memory_format=memory_format),), targets
     if config.task == "nonblind":
         return make_nonblind_batch(images, config, step=step, generator=generator)
-    inputs, targets = make_gate_batch(images, config, generator=generator)
+    make = make_blurgate_batch if config.task == "blurgate" else make_gate_batch
+    inputs, targets = make(images, config, generator=generator)
     return (inputs.contiguous(memory_format=memory_format),), targets
 
 
 def _task_loss(config: TrainConfig, outputs: list[torch.Tensor], targets: list[torch.Tensor]) -> torch.Tensor:
     """The float32 loss ``config.task`` trains on."""
-    if config.task == "srgate":
+    if config.task in GATE_TASKS:
         return F.binary_cross_entropy_with_logits(outputs[0].float(), targets[0])
     if config.task == "nonblind":
         return log_charbonnier(outputs[-1], targets[-1])
@@ -434,7 +439,8 @@ def _validate(config: TrainConfig, model: nn.Module, images: list[torch.Tensor])
     if config.task == "nonblind":
         scores = validate_nonblind(model, images, crop=config.val_crop)
         return scores, scores["psnr"]
-    scores = validate_gate(model, images, crop=config.val_crop)
+    validate = validate_blurgate if config.task == "blurgate" else validate_gate
+    scores = validate(model, images, crop=config.val_crop)
     return scores, scores["accuracy"]
 
 

@@ -16,8 +16,10 @@ import cv2
 import torch
 from torch.nn import functional as F
 
+from srdeblur.classical import blur
 from srdeblur.degrade import (PRESETS, add_gaussian_noise, anisotropic_gaussian_kernel, bicubic_downscale,
-                              degradation_generator, estimate_noise, mod_crop, quantize_8bit, realistic_downscale)
+                              degradation_generator, estimate_noise, jpeg_compress, mod_crop, quantize_8bit,
+                              realistic_downscale)
 from srdeblur.io import list_images, read_image
 from srdeblur.kernels import disk_psf, gaussian_psf, motion_psf, random_motion_psf
 from srdeblur.metrics import psnr
@@ -30,7 +32,8 @@ __all__ = [
     "load_training_images", "random_patches", "realistic_lr", "make_sr_batch", "make_gate_batch", "kernel_size_at",
     "random_blur_kernel", "make_deblur_batch", "random_nonblind_psf", "perturb_psf", "make_nonblind_batch",
     "validation_kernels", "validate_sr", "validate_deblur", "validate_nonblind", "validate_gate",
-    "TRAINING_DEGRADATIONS",
+    "TRAINING_DEGRADATIONS", "PHOTO_BLURS", "DEBLURRABLE", "MIN_BLUR_SPREAD", "degrade_photo", "make_blurgate_batch",
+    "validate_blurgate",
 ]
 
 
@@ -359,3 +362,83 @@ def validate_gate(model: DegradationGate, images: list[torch.Tensor], *, crop: i
                 right[kind].append(float(model(lr)[0][0] > 0))
     scores = {kind: sum(v) / len(v) for kind, v in right.items()}
     return {"accuracy": (scores["clean"] + (scores["mild"] + scores["strong"]) / 2) / 2, **scores}
+
+
+# ----------------------------------------------------------------------------- is a photo worth deblurring?
+
+#: What a photo handed to ``deblur`` may have been through, with probabilities: nothing (a sharp photo), the
+#: softness of a sharp photo (a Gaussian of sigma 0.3-1 px), a uniform camera shake / defocus / Gaussian, a
+#: shake varying across the frame, camera roll, or an object moving over a still background. Every kind may
+#: also be noisy and JPEG'd.
+PHOTO_BLURS = {"sharp": 0.2, "soft": 0.2, "uniform": 0.3, "varying": 0.1, "rotation": 0.1, "object": 0.1}
+#: The kinds that one PSF per photo (or the blind network) should deblur: the blur gate's positive class.
+DEBLURRABLE = ("uniform", "varying")
+#: A uniform blur narrower than this :func:`srdeblur.blind.psf_spread` (px) is the softness of a sharp photo
+#: (a Gaussian of sigma 1 spreads 17 px; Levin et al.'s camera shakes 27-49 px).
+MIN_BLUR_SPREAD = 20.0
+
+
+def degrade_photo(sharp: torch.Tensor, *, generator: torch.Generator) -> tuple[torch.Tensor, str]:
+    """A random :data:`PHOTO_BLURS` kind applied to a ``(1, 3, H, W)`` crop: ``(degraded, kind)``, 8-bit.
+
+    Blurs are 9-31 px (a uniform one narrower than :data:`MIN_BLUR_SPREAD` counts as ``"soft"``); then every
+    kind gets Gaussian noise (sigma 0-3 %) and a quarter JPEG (quality 60-95).
+    """
+    from srdeblur.blind import psf_spread
+    from srdeblur.photoblur import object_motion_blur, rotation_blur, varying_blur
+
+    kinds = list(PHOTO_BLURS)
+    kind = kinds[int(torch.multinomial(torch.tensor(list(PHOTO_BLURS.values())), 1, generator=generator))]
+    size = 2 * int(torch.randint(4, 16, (), generator=generator)) + 1  # 9..31 px
+    if kind == "sharp":
+        blurred = sharp
+    elif kind == "soft":
+        blurred = blur(sharp, gaussian_psf(0.3 + 0.7 * float(torch.rand((), generator=generator))))
+    elif kind == "uniform":
+        kernel = random_blur_kernel(size, generator=generator)
+        blurred = blur(sharp, kernel)
+        kind = "uniform" if psf_spread(kernel) >= MIN_BLUR_SPREAD else "soft"
+    elif kind == "varying":
+        blurred = varying_blur(sharp, generator=generator, size=size)
+    elif kind == "rotation":
+        blurred = rotation_blur(sharp, generator=generator, max_reach=size / 2)
+    else:
+        blurred = object_motion_blur(sharp, generator=generator, size=size)
+    sigma = 0.03 * float(torch.rand((), generator=generator))
+    degraded = quantize_8bit(add_gaussian_noise(blurred, sigma, generator=generator))
+    if float(torch.rand((), generator=generator)) < 0.25:
+        quality = int(torch.randint(60, 96, (), generator=generator))
+        degraded = torch.from_numpy(jpeg_compress(degraded[0].permute(1, 2, 0).numpy(), quality)).permute(2, 0, 1)[None]
+    return degraded, kind
+
+
+def make_blurgate_batch(
+    images: list[torch.Tensor], config: TrainConfig, *, generator: torch.Generator
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """``config.batch`` crops through :func:`degrade_photo` (B, 3, P, P) and their labels ``[(B,)]``: 1 for
+    the :data:`DEBLURRABLE` kinds, 0 for sharp photos and blurs confined to part of the frame."""
+    crops, labels = [], []
+    for sharp in random_patches(images, config.batch, config.patch, generator=generator).split(1):
+        degraded, kind = degrade_photo(sharp, generator=generator)
+        crops.append(degraded)
+        labels.append(float(kind in DEBLURRABLE))
+    return torch.cat(crops), [torch.tensor(labels)]
+
+
+@torch.no_grad()
+def validate_blurgate(model: DegradationGate, images: list[torch.Tensor], *, crop: int) -> dict[str, float]:
+    """Share of held-out centre crops the blur gate labels right, 24 seeded draws of :func:`degrade_photo` per
+    image: ``{"accuracy": mean of the deblurrable and the other share, "deblurrable", "other"}``."""
+    right: dict[str, list[float]] = {"deblurrable": [], "other": []}
+    for index, image in enumerate(images):
+        top, left = max(0, (image.shape[1] - crop) // 2), max(0, (image.shape[2] - crop) // 2)
+        sharp = image[None, :, top : top + crop, left : left + crop].float() / 255
+        for draw in range(24):
+            degraded, kind = degrade_photo(sharp, generator=degradation_generator(index, draw))
+            logit = float(model(degraded)[0][0])
+            if kind in DEBLURRABLE:
+                right["deblurrable"].append(float(logit > 0))
+            else:
+                right["other"].append(float(logit < 0))
+    scores = {kind: sum(v) / max(1, len(v)) for kind, v in right.items()}
+    return {"accuracy": (scores["deblurrable"] + scores["other"]) / 2, **scores}

@@ -138,7 +138,8 @@ def test_auto_reports_one_decision_per_image_of_a_batch(sharp, shaken, tiny_netw
                       on_psf=estimates.append, on_decision=decisions.append)
     assert [d["path"] for d in decisions] == ["net", "blind"]
     for decision, image, estimate in zip(decisions, (sharp, shaken), estimates):
-        assert set(decision) == {"path", "psf_spread", "edge_slope_ratio", "reasons"}
+        assert set(decision) == {"path", "blur_logit", "psf_spread", "edge_slope_ratio", "reasons"}
+        assert decision["blur_logit"] is None  # the weights folder has no blur gate
         assert decision["psf_spread"] == blind.psf_spread(estimate)
         assert decision["edge_slope_ratio"] == blind.edge_slope_ratio(image, estimate)
     fell_back, deconvolved = decisions
@@ -173,7 +174,7 @@ class _Identity(nn.Module):
         (dict(method="rl", psf=gaussian_psf(1.0), iterations=2), {"path": "rl"}),
         (dict(method="net"), {"path": "net"}),
         (dict(method="net", psf=gaussian_psf(1.0), model=_Identity()), {"path": "net-psf"}),
-        (dict(method="auto"), {"path": "net", "psf_spread": None, "edge_slope_ratio": None,
+        (dict(method="auto"), {"path": "net", "blur_logit": None, "psf_spread": None, "edge_slope_ratio": None,
                                "reasons": ["image smaller than twice the 25-px PSF"]}),
     ],
 )
@@ -197,7 +198,7 @@ def test_json_says_what_auto_did_to_a_sharp_and_a_shaken_photo(runner, photos, t
     assert sharp["path"] == "net"
     assert sharp["reasons"] and any("steeper than the PSF allows > 2.5" in r for r in sharp["reasons"])
     assert sharp["edge_slope_ratio"] > blind.CREDIBLE_SLOPE_RATIO and sharp["psf_spread"] <= blind.CREDIBLE_SPREAD
-    assert shaken == {"path": "blind", "psf_spread": pytest.approx(shaken["psf_spread"]),
+    assert shaken == {"path": "blind", "blur_logit": None, "psf_spread": pytest.approx(shaken["psf_spread"]),
                       "edge_slope_ratio": pytest.approx(shaken["edge_slope_ratio"]), "reasons": []}
     # The numbers are the library's on the file's pixels.
     pixels = read_image(photos / "shaken.png").pixels
@@ -216,7 +217,7 @@ def test_json_of_a_photo_too_small_for_the_psf(runner, tmp_path, tiny_weights):
     result = runner.invoke(app, ["deblur", str(source), "--json", "--quiet", "--save-psf"])
     assert result.exit_code == 0, result.output
     (entry,) = json.loads(result.stdout)["results"]
-    assert entry["deblur"] == {"path": "net", "psf_spread": None, "edge_slope_ratio": None,
+    assert entry["deblur"] == {"path": "net", "blur_logit": None, "psf_spread": None, "edge_slope_ratio": None,
                                "reasons": ["image smaller than twice the 25-px PSF"]}
     assert (tmp_path / "small_deblurred.png").exists()
     assert not (tmp_path / "small_deblurred_psf.png").exists()  # no estimate, nothing to save
@@ -340,3 +341,77 @@ def test_a_side_image_never_replaces_an_input(tmp_path):
     assert results[0].notes == ("a_x_side.png not written: it would replace an input or output of this batch",)
     torch.testing.assert_close(read_image(folder / "a_x_side.png").pixels, torch.full((1, 3, 5, 6), 0.5),
                                rtol=0, atol=1 / 255)
+
+
+# ------------------------------------------------------------------------------------------------ the blur gate
+
+
+def _constant_gate(logit: float) -> nn.Module:
+    """A blur gate that says ``logit`` whatever the photo: zero weights, that bias."""
+    from srdeblur.nets import DegradationGate, GateConfig
+
+    gate = DegradationGate(GateConfig(channels=4))
+    for parameter in gate.parameters():
+        nn.init.zeros_(parameter)
+    nn.init.constant_(gate.head.bias, logit)
+    return gate.eval()
+
+
+def test_auto_leaves_a_photo_the_gate_finds_sharp_exactly_as_it_is(shaken, tiny_network):
+    from srdeblur.inference import BLUR_GATE_THRESHOLD
+
+    decisions, estimates = [], []
+    restored = deblur(shaken, method="auto", model=tiny_network, blur_gate=_constant_gate(BLUR_GATE_THRESHOLD),
+                      on_psf=estimates.append, on_decision=decisions.append)
+    assert torch.equal(restored, shaken) and restored.data_ptr() != shaken.data_ptr()
+    assert estimates == []  # no PSF is estimated for a photo left alone
+    (decision,) = decisions
+    assert decision["path"] == "none" and decision["blur_logit"] == pytest.approx(BLUR_GATE_THRESHOLD)
+    assert decision["psf_spread"] is None and decision["reasons"][0].startswith("looks sharp: blur gate")
+
+
+def test_auto_past_the_gate_is_what_it_was_without_one(sharp, shaken, tiny_network):
+    from srdeblur.inference import BLUR_GATE_SURE
+
+    batch = torch.cat([sharp, shaken])
+    gated, decisions = [], []
+    restored = deblur(batch, method="auto", model=tiny_network, tv_weight=BLIND_TV_WEIGHT,
+                      blur_gate=_constant_gate(BLUR_GATE_SURE + 0.01), on_decision=decisions.append)
+    ungated = deblur(batch, method="auto", model=tiny_network, tv_weight=BLIND_TV_WEIGHT, blur_gate=False,
+                     on_decision=gated.append)
+    torch.testing.assert_close(restored, ungated, rtol=0, atol=0)
+    assert [d["path"] for d in decisions] == ["net", "blind"]
+    assert [d["blur_logit"] for d in decisions] == [pytest.approx(BLUR_GATE_SURE + 0.01)] * 2
+    assert [d["blur_logit"] for d in gated] == [None, None]
+
+
+@pytest.mark.parametrize("margin", [0.01, "sure"])
+def test_auto_runs_the_network_where_the_gate_is_unsure(sharp, shaken, tiny_network, margin):
+    from srdeblur.inference import BLUR_GATE_SURE, BLUR_GATE_THRESHOLD
+
+    logit = BLUR_GATE_SURE if margin == "sure" else BLUR_GATE_THRESHOLD + margin
+    decisions, estimates = [], []
+    restored = deblur(shaken, method="auto", model=tiny_network, blur_gate=_constant_gate(logit),
+                      on_psf=estimates.append, on_decision=decisions.append)
+    torch.testing.assert_close(restored, deblur(shaken, method="net", model=tiny_network), rtol=0, atol=0)
+    assert estimates == []
+    (decision,) = decisions
+    assert decision["path"] == "net" and decision["reasons"][0].startswith("blur gate unsure")
+
+
+def test_json_and_output_of_a_photo_the_shipped_gate_leaves_alone(runner, photos, tmp_path, tiny_weights):
+    from srdeblur.weights import save_tensors, sha256_file
+
+    gate = _constant_gate(-5.0)
+    save_tensors(tiny_weights / "blurgate.safetensors", gate.state_dict())
+    manifest = {"name": "blurgate", "architecture": "degradationgate", "file": "blurgate.safetensors",
+                "sha256": sha256_file(tiny_weights / "blurgate.safetensors"), "config": gate.config.to_dict()}
+    (tiny_weights / "blurgate.json").write_text(json.dumps(manifest))
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["deblur", str(photos / "shaken.png"), "-o", str(out / "shaken.png"), "--json",
+                                 "--save-psf"])
+    assert result.exit_code == 0, result.output
+    (entry,) = json.loads(result.stdout)["results"]
+    assert entry["deblur"]["path"] == "none" and entry["deblur"]["blur_logit"] == pytest.approx(-5.0)
+    assert ", none: looks sharp" in result.stderr
+    assert torch.equal(read_image(out / "shaken.png").pixels, read_image(photos / "shaken.png").pixels)

@@ -317,7 +317,7 @@ def test_blind_evaluation_is_the_estimated_psf_then_the_settings_richardson_lucy
 
 
 def test_varying_blur_is_a_convex_blend_of_shakes_and_seeded(make_image):
-    from srdeblur.evaluation import varying_blur
+    from srdeblur.photoblur import varying_blur
 
     sharp = make_image(48, 40)
     first = varying_blur(sharp, generator=torch.Generator().manual_seed(0), size=9)

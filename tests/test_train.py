@@ -641,3 +641,59 @@ def test_validation_runs_the_network_on_the_training_device():
     assert seen == ["meta"]
     deblur = SRNDeblur(DeblurConfig(channels=4, blocks=1))
     assert _OnDevice(deblur, torch.device("meta")).multiple == deblur.multiple
+
+
+def test_degrade_photo_kinds_labels_and_determinism(image_folder):
+    from srdeblur.blind import psf_spread
+    from srdeblur.training_data import DEBLURRABLE, MIN_BLUR_SPREAD, PHOTO_BLURS, degrade_photo, random_patches
+    from srdeblur.kernels import gaussian_psf
+
+    images, _ = load_training_images((str(image_folder),), val_fraction=1000)
+    sharp = random_patches(images, 1, 48, generator=torch.Generator().manual_seed(0))
+    kinds = set()
+    for seed in range(60):
+        degraded, kind = degrade_photo(sharp, generator=torch.Generator().manual_seed(seed))
+        again, same_kind = degrade_photo(sharp, generator=torch.Generator().manual_seed(seed))
+        assert torch.equal(degraded, again) and kind == same_kind and kind in PHOTO_BLURS
+        assert degraded.shape == sharp.shape
+        torch.testing.assert_close(degraded * 255, (degraded * 255).round(), atol=1e-4, rtol=0)  # 8-bit
+        kinds.add(kind)
+    assert kinds == set(PHOTO_BLURS)
+    assert set(DEBLURRABLE) == {"uniform", "varying"}
+    # The softness boundary: a Gaussian of sigma 1 is a sharp photo's softness, Levin's shakes are blurs.
+    assert psf_spread(gaussian_psf(1.0)) < MIN_BLUR_SPREAD < psf_spread(gaussian_psf(1.5))
+
+
+def test_blurgate_batches_label_the_deblurrable_kinds(image_folder, monkeypatch):
+    from srdeblur import training_data
+
+    seen: list[str] = []
+    original = training_data.degrade_photo
+
+    def spy(sharp, *, generator):
+        degraded, kind = original(sharp, generator=generator)
+        seen.append(kind)
+        return degraded, kind
+
+    monkeypatch.setattr(training_data, "degrade_photo", spy)
+    images, _ = load_training_images((str(image_folder),), val_fraction=1000)
+    config = replace(tiny_config(image_folder, Path("unused")), task="blurgate", batch=12, patch=40)
+    inputs, (labels,) = training_data.make_blurgate_batch(images, config, generator=torch.Generator().manual_seed(1))
+    assert inputs.shape == (12, 3, 40, 40)
+    assert labels.tolist() == [float(kind in training_data.DEBLURRABLE) for kind in seen]
+
+
+def test_blurgate_task_trains_validates_and_exports(image_folder, tmp_path):
+    from srdeblur.nets import GateConfig
+    from srdeblur.train import export_weights
+    from srdeblur.weights import load_model
+
+    config = replace(tiny_config(image_folder, tmp_path / "blurgate"), task="blurgate", patch=40, total_steps=2,
+                     val_every=2, val_crop=48, gate=GateConfig(channels=4))
+    info = train(config)
+    scores = info["history"][-1]
+    assert set(scores) >= {"accuracy", "deblurrable", "other"}
+    assert scores["accuracy"] == pytest.approx((scores["deblurrable"] + scores["other"]) / 2)
+    manifest = export_weights(tmp_path / "blurgate", "blurgate", folder=tmp_path / "weights")
+    assert manifest["architecture"] == "degradationgate" and manifest["task"] == "blurgate"
+    assert type(load_model("blurgate", folder=tmp_path / "weights")).__name__ == "DegradationGate"
