@@ -135,11 +135,11 @@ def test_is_credible_is_why_not_credible_being_empty():
 def test_auto_reports_one_decision_per_image_of_a_batch(sharp, shaken, tiny_network):
     decisions, estimates = [], []
     restored = deblur(torch.cat([sharp, shaken]), method="auto", model=tiny_network, tv_weight=BLIND_TV_WEIGHT,
-                      on_psf=estimates.append, on_decision=decisions.append)
+                      on_psf=estimates.append, on_decision=decisions.append, blur_gate=False)
     assert [d["path"] for d in decisions] == ["net", "blind"]
     for decision, image, estimate in zip(decisions, (sharp, shaken), estimates):
         assert set(decision) == {"path", "blur_logit", "psf_spread", "edge_slope_ratio", "reasons"}
-        assert decision["blur_logit"] is None  # the weights folder has no blur gate
+        assert decision["blur_logit"] is None  # no blur gate asked
         assert decision["psf_spread"] == blind.psf_spread(estimate)
         assert decision["edge_slope_ratio"] == blind.edge_slope_ratio(image, estimate)
     fell_back, deconvolved = decisions
@@ -174,7 +174,7 @@ class _Identity(nn.Module):
         (dict(method="rl", psf=gaussian_psf(1.0), iterations=2), {"path": "rl"}),
         (dict(method="net"), {"path": "net"}),
         (dict(method="net", psf=gaussian_psf(1.0), model=_Identity()), {"path": "net-psf"}),
-        (dict(method="auto"), {"path": "net", "blur_logit": None, "psf_spread": None, "edge_slope_ratio": None,
+        (dict(method="auto", blur_gate=False), {"path": "net", "blur_logit": None, "psf_spread": None, "edge_slope_ratio": None,
                                "reasons": ["image smaller than twice the 25-px PSF"]}),
     ],
 )
