@@ -780,6 +780,7 @@ def train(
     frequency_loss: Annotated[float, typer.Option(help="Weight of an L1 loss on Fourier coefficients beside the pixel loss (0: off).")] = 0.0,
     degradation: Annotated[TrainDegradation, typer.Option(help="sr: bicubic (clean MATLAB-bicubic LR, the papers') or realistic (blur, resize, noise and JPEG in two rounds, with --clean-fraction clean inputs).")] = TrainDegradation.bicubic,
     clean_fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="sr --degradation realistic: share of patches left clean (bicubic).")] = 0.15,
+    noisy_fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="sr --degradation realistic: share of the degraded patches that are bicubic plus white noise alone (a noisy PNG).")] = 0.0,
     description: Annotated[Optional[str], typer.Option(help="With --export: the one-line description `srdeblur models` shows (default: the existing manifest's).")] = None,
     precision: NetPrecision = Precision.auto,
     device: DeviceOption = "auto",
@@ -814,6 +815,7 @@ def train(
                          max_noise=0.05 if task == TrainTask.nonblind else TrainConfig.max_noise,
                          curriculum=_curriculum(curriculum, fine_tune=init is not None, default=TrainConfig.curriculum),
                          frequency_loss=frequency_loss, degradation=degradation.value, clean_fraction=clean_fraction,
+                         noisy_fraction=noisy_fraction,
                          **_architecture(task, blocks=blocks, spectral=spectral, gated=gated))
     try:
         info = run_training(

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Callable, Iterator, Literal
+from typing import Callable, Literal
 
 import torch
 from torch import nn
@@ -32,6 +32,7 @@ from srdeblur.degrade import estimate_noise
 from srdeblur.io import Canvas
 from srdeblur.nets import LapSR, SRNDeblur
 from srdeblur.resize import imresize
+from srdeblur.tiling import DEFAULT_TILE_OVERLAP, TileFunction, auto_tile, run_tile, tiled_bands, tiled_forward
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +51,6 @@ ENSEMBLES = (1, 2, 4, 8)
 # LR pixels of reflect padding around the network's input, cropped from its output: borders then see
 # image-like context instead of the zeros of convolution padding.
 NET_BORDER = 8
-TileFunction = Callable[[torch.Tensor], torch.Tensor]
-DEFAULT_TILE_OVERLAP = 32
 # The deblurring network reaches much farther (its 1/4-scale pass sees ~4x the context): measured on a
 # 512x512 photo in 128-px tiles, tiles differ from the whole image by up to 12-20 levels with 32 px of
 # context, 3 with 64, and at most 1 with 96.
@@ -315,14 +314,14 @@ def _run(image: torch.Tensor, function: TileFunction, *, scale: int, tile: int, 
         if tile:
             return tiled_forward(image, function, scale=scale, tile=tile, overlap=overlap, on_tile=on_tile).clamp_(0, 1)
         # Untiled, a lack of memory still splits the image and retries (as for a tile; the GPU's case above all).
-        return _run_tile(function, image, scale, max(image.shape[-2:]), overlap).clamp(0, 1)
+        return run_tile(function, image, scale, max(image.shape[-2:]), overlap).clamp(0, 1)
     if image.shape[0] != 1:
         raise ValueError("a canvas holds one image; got a batch of {image.shape[0]}")
     if tile:
         for top, band in tiled_bands(image, function, scale=scale, tile=tile, overlap=overlap, on_tile=on_tile):
             into.paste(top, band)
     else:
-        into.paste(0, _run_tile(function, image, scale, max(image.shape[-2:]), overlap))
+        into.paste(0, run_tile(function, image, scale, max(image.shape[-2:]), overlap))
     return into  # type: ignore[return-value]
 
 
@@ -569,165 +568,3 @@ def _deconvolve(image: torch.Tensor, psf: torch.Tensor, *, noise: float | None, 
         tile = max(tile, 2 * max(psf.shape))
     return _run(image, _on_device(function, target), scale=1, tile=tile, overlap=overlap, on_tile=on_tile,
                 into=into)
-
-
-# ----------------------------------------------------------------------------- tiling
-
-
-
-def _fade(coordinates: torch.Tensor, centre: float, half: float) -> torch.Tensor:
-    """Weight rising linearly from 0 to 1 across ``[centre - half, centre + half)`` (pixel centres)."""
-    if half <= 0:
-        return (coordinates + 0.5 >= centre).to(torch.float32)
-    return ((coordinates + 0.5 - (centre - half)) / (2 * half)).clamp(0, 1)
-
-
-def _axis_tiles(length: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
-    """Tiles along one axis as (core_start, core_end, read_start, read_end) in input pixels."""
-    starts = list(range(0, length, tile))
-    return [(s, min(s + tile, length), max(0, s - overlap), min(length, s + tile + overlap)) for s in starts]
-
-
-def _axis_weights(tiles, index: int, scale: int, overlap: int) -> torch.Tensor:
-    """Blending weights along one axis for tile ``index`` over its read range, in output pixels.
-
-    The cross-fades are ``min(overlap, tile)`` wide: two fades of one tile must not overlap, or the
-    weights would stop summing to 1.
-    """
-    core_start, core_end, read_start, read_end = tiles[index]
-    coordinates = torch.arange(read_start * scale, read_end * scale, dtype=torch.float32)
-    tile = tiles[0][1] - tiles[0][0]
-    half = min(overlap, tile) * scale / 2
-    weight = torch.ones_like(coordinates)
-    if index > 0:
-        weight = weight * _fade(coordinates, core_start * scale, half)
-    if index < len(tiles) - 1:
-        weight = weight * (1 - _fade(coordinates, core_end * scale, half))
-    return weight
-
-
-def tiled_forward(
-    image: torch.Tensor,
-    function: TileFunction,
-    *,
-    scale: int = 1,
-    tile: int,
-    overlap: int = DEFAULT_TILE_OVERLAP,
-    on_tile: Callable[[int, int], None] | None = None,
-) -> torch.Tensor:
-    """Apply ``function`` (``(B, C, h, w) -> (B, C, scale h, scale w)``) tile by tile and blend the results.
-
-    Each tile of ``tile`` x ``tile`` input pixels is read with ``overlap`` pixels of context on every side
-    (less at the image border); neighbouring results are cross-faded linearly over ``overlap`` input pixels
-    centred on their shared edge (``min(overlap, tile)`` wide), so every output pixel comes from tiles in
-    which it lies at least ``overlap / 2`` pixels from the tile's edge. With ``overlap / 2`` at least the network's receptive
-    radius the result equals the untiled one up to float rounding. The output is assembled on the CPU; only
-    tiles go through ``function``. If a tile fails for lack of memory it is split in four and retried.
-
-    Parameters
-    ----------
-    image : (B, C, H, W) float32.
-    tile : tile side in input pixels (>= 1).
-    overlap : context per side in input pixels (>= 0).
-    on_tile : called with (tiles done, tiles total) after each tile.
-
-    Returns
-    -------
-    (B, C_out, scale H, scale W) float32 on the CPU.
-    """
-    output: torch.Tensor | None = None
-    for top, band in tiled_bands(image, function, scale=scale, tile=tile, overlap=overlap, on_tile=on_tile):
-        if output is None:
-            height, width = image.shape[-2:]
-            output = torch.empty(*band.shape[:2], height * scale, width * scale, dtype=torch.float32)
-        output[..., top : top + band.shape[-2], :] = band
-    assert output is not None
-    return output
-
-
-def tiled_bands(
-    image: torch.Tensor,
-    function: TileFunction,
-    *,
-    scale: int = 1,
-    tile: int,
-    overlap: int = DEFAULT_TILE_OVERLAP,
-    on_tile: Callable[[int, int], None] | None = None,
-) -> Iterator[tuple[int, torch.Tensor]]:
-    """:func:`tiled_forward` as a stream of finished output rows, top to bottom.
-
-    Yields ``(top, band)``: ``band`` is ``(B, C_out, rows, scale W)`` float32 and final (no later tile
-    touches it), ``top`` its first output row. Only one row of tiles (plus the rows it shares with the
-    next) is held in memory, so a caller can quantise each band into a compact canvas
-    (:class:`srdeblur.io.Canvas`) instead of holding the whole float32 output.
-    """
-    if tile < 1 or overlap < 0:
-        raise ValueError(f"tile must be >= 1 and overlap >= 0, got tile={tile}, overlap={overlap}")
-    height, width = image.shape[-2:]
-    rows, columns = _axis_tiles(height, tile, overlap), _axis_tiles(width, tile, overlap)
-    total, done = len(rows) * len(columns), 0
-    carry: torch.Tensor | None = None  # weighted rows shared with the previous row of tiles
-    carry_top = 0
-    for i, (_, _, top, bottom) in enumerate(rows):
-        weight_y = _axis_weights(rows, i, scale, overlap)
-        strip: torch.Tensor | None = None
-        for j, (_, _, left, right) in enumerate(columns):
-            weight_x = _axis_weights(columns, j, scale, overlap)
-            result = _run_tile(function, image[..., top:bottom, left:right], scale, tile, overlap).cpu()
-            if strip is None:
-                strip = torch.zeros(*result.shape[:2], (bottom - top) * scale, width * scale, dtype=torch.float32)
-            strip[..., left * scale : right * scale].add_(result * weight_y[:, None] * weight_x[None, :])
-            done += 1
-            if on_tile:
-                on_tile(done, total)
-        assert strip is not None
-        if carry is not None:
-            offset = carry_top - top * scale
-            strip[..., offset : offset + carry.shape[-2], :].add_(carry)
-        # Rows above where the next row of tiles starts reading are final.
-        finished = rows[i + 1][2] * scale if i + 1 < len(rows) else bottom * scale
-        start = carry_top if carry is not None else top * scale
-        if finished > start:
-            yield start, strip[..., start - top * scale : finished - top * scale, :]
-        carry, carry_top = strip[..., finished - top * scale :, :], finished
-
-
-def _is_out_of_memory(error: RuntimeError) -> bool:
-    text = str(error).lower()
-    return "out of memory" in text or "can't allocate memory" in text or "not enough memory" in text
-
-
-def _run_tile(function: TileFunction, piece: torch.Tensor, scale: int, tile: int, overlap: int) -> torch.Tensor:
-    try:
-        return function(piece)
-    except RuntimeError as error:
-        smaller = max(piece.shape[-2:]) // 2
-        if not _is_out_of_memory(error) or smaller < max(16, overlap):
-            raise
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()  # the failed tile's blocks, before the smaller tiles ask again
-        log.warning("a %dx%d tile ran out of memory; retrying it in tiles of %d", *piece.shape[-2:], smaller)
-        return tiled_forward(piece, function, scale=scale, tile=smaller, overlap=overlap)
-
-
-def auto_tile(image: torch.Tensor, *, bytes_per_output_pixel: int, scale: int, budget: int | None = None) -> int:
-    """The largest tile side (input pixels, 0 = no tiling) whose activations fit in ``budget`` bytes
-    (default: a quarter of the available memory, at most 1 GiB)."""
-    if budget is None:
-        budget = min(1 << 30, _available_memory() // 4)
-    height, width = image.shape[-2:]
-    pixels_that_fit = budget / (bytes_per_output_pixel * scale * scale * image.shape[0])
-    if height * width <= pixels_that_fit:
-        return 0
-    return max(64, int(pixels_that_fit**0.5) // 16 * 16)
-
-
-def _available_memory() -> int:
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 4 << 30

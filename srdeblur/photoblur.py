@@ -1,5 +1,5 @@
 """Blurs that photos bring besides one uniform PSF: shake that changes across the frame, camera roll, a moving
-object over a still background. Used to train the deblurring default's safety mask and to benchmark it.
+object over a still background. Used to train the deblurring default's blur gate and to benchmark it.
 
 Each is a pure function of a ``(B, C, H, W)`` float image in [0, 1] and an explicit ``torch.Generator``, and
 returns the same shape (reflect borders, no noise: add it after). The models are the standard layered ones:

@@ -65,7 +65,8 @@ class TrainConfig:
     val_fraction : every n-th training image (sorted by path) is held out for validation.
     degradation : SR inputs: ``"bicubic"`` (MATLAB bicubic of clean images, the papers') or ``"realistic"``
         (per patch: clean bicubic with probability ``clean_fraction``, else :data:`TRAINING_DEGRADATIONS`'s
-        mild (35 %) or strong (65 %) two-round blur / resize / noise / JPEG, stages shuffled 30 % of the time).
+        mild (35 %) or strong (65 %) two-round blur / resize / noise / JPEG, stages shuffled 30 % of the time;
+        ``noisy_fraction`` of the degraded patches: bicubic plus white noise alone, see :func:`realistic_lr`).
     precision : ``"auto"``: forward passes under bfloat16 autocast where the CPU computes bfloat16 natively
         (hidden layers only; the image path, the loss, the weights and Adam stay float32; measured 1.65x
         (SR) and 1.74x (deblur) CPU time per step), on CUDA bfloat16 or float16 (:func:`autocast_dtype`);
@@ -96,6 +97,7 @@ class TrainConfig:
     precision: str = "auto"
     degradation: str = "bicubic"
     clean_fraction: float = 0.15
+    noisy_fraction: float = 0.0
     sr: SRConfig = field(default_factory=SRConfig)
     deblur: DeblurConfig = field(default_factory=DeblurConfig)
     nonblind: DeconvConfig = field(default_factory=DeconvConfig)

@@ -86,14 +86,24 @@ def random_patches(
 TRAINING_DEGRADATIONS = {name: replace(preset, shuffle_probability=0.3) for name, preset in PRESETS.items()}
 
 
-def realistic_lr(hr: torch.Tensor, scale: int, clean_fraction: float, *, generator: torch.Generator) -> torch.Tensor:
+def realistic_lr(hr: torch.Tensor, scale: int, clean_fraction: float, *, generator: torch.Generator,
+                 noisy_fraction: float = 0.0) -> torch.Tensor:
     """Per patch of ``hr`` (B, 3, H, W): clean bicubic LR with probability ``clean_fraction``, else a mild (35 %)
-    or strong (65 %) realistic degradation; (B, 3, H / scale, W / scale) on the 8-bit grid."""
+    or strong (65 %) realistic degradation; (B, 3, H / scale, W / scale) on the 8-bit grid.
+
+    ``noisy_fraction`` of the degraded patches are instead bicubic LR plus white Gaussian noise of sigma
+    1-15 / 255 and nothing else (a noisy PNG: a sensor's noise, no JPEG, which the two-round presets rarely
+    leave). At 0 no extra number is drawn, so older runs' batches stay what they were.
+    """
     lrs = []
     for patch in hr.split(1):
         draw = float(torch.rand((), generator=generator))
         if draw < clean_fraction:
             lrs.append(bicubic_downscale(patch, scale))
+        elif noisy_fraction > 0 and float(torch.rand((), generator=generator)) < noisy_fraction:
+            sigma = (1 + 14 * float(torch.rand((), generator=generator))) / 255
+            noisy = add_gaussian_noise(bicubic_downscale(patch, scale, quantize=False), sigma, generator=generator)
+            lrs.append(quantize_8bit(noisy))
         else:
             preset = "mild" if draw < clean_fraction + 0.35 * (1 - clean_fraction) else "strong"
             lrs.append(realistic_downscale(patch, scale, TRAINING_DEGRADATIONS[preset], generator=generator))
@@ -114,7 +124,7 @@ def make_sr_batch(
     size = config.patch if levels < 3 else (config.patch * 4 // 3) // 8 * 8
     hr = random_patches(images, config.batch, size, generator=generator)
     if config.degradation == "realistic":
-        lr = realistic_lr(hr, scale, config.clean_fraction, generator=generator)
+        lr = realistic_lr(hr, scale, config.clean_fraction, generator=generator, noisy_fraction=config.noisy_fraction)
     else:
         lr = bicubic_downscale(hr, scale)
     targets = [bicubic_downscale(hr, 2 ** (levels - level), quantize=False) if level < levels else hr

@@ -697,3 +697,21 @@ def test_blurgate_task_trains_validates_and_exports(image_folder, tmp_path):
     manifest = export_weights(tmp_path / "blurgate", "blurgate", folder=tmp_path / "weights")
     assert manifest["architecture"] == "degradationgate" and manifest["task"] == "blurgate"
     assert type(load_model("blurgate", folder=tmp_path / "weights")).__name__ == "DegradationGate"
+
+
+def test_realistic_lr_noisy_share_is_bicubic_plus_white_noise_alone():
+    from srdeblur.degrade import add_gaussian_noise, bicubic_downscale, quantize_8bit
+    from srdeblur.training_data import realistic_lr
+
+    hr = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    lr = realistic_lr(hr, 2, 0.0, generator=torch.Generator().manual_seed(5), noisy_fraction=1.0)
+    generator = torch.Generator().manual_seed(5)  # the same draws by hand: clean?, noisy?, sigma, noise
+    expected = []
+    for patch in hr.split(1):
+        torch.rand((), generator=generator), torch.rand((), generator=generator)
+        sigma = (1 + 14 * float(torch.rand((), generator=generator))) / 255
+        expected.append(quantize_8bit(add_gaussian_noise(bicubic_downscale(patch, 2, quantize=False), sigma,
+                                                         generator=generator)))
+    torch.testing.assert_close(lr, torch.cat(expected), rtol=0, atol=0)
+    residual = (lr - bicubic_downscale(hr, 2, quantize=False)).std(dim=(1, 2, 3))
+    assert bool(((residual > 0.8 / 255) & (residual < 16 / 255)).all())
