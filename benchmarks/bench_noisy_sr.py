@@ -6,8 +6,9 @@ Standalone (run by hand, not by CI)::
 
 The realistic presets rarely leave noise without JPEG after it, so this is the case they measure least. Each
 HR image (paper conventions: mod-crop, MATLAB bicubic, 8-bit LR) gets noise of sigma ``--sigmas`` (on 0..255,
-seeded per image) and is upscaled by bicubic, the shipped ``lapsr`` and every ``lapsr-real`` of the given
-weights folders (default: the shipped one). Y-PSNR with ``scale`` pixels shaved, mean per set.
+seeded per image) and is upscaled by bicubic, the default (``upscale``'s choice by ``srgate`` among the weights
+folder's, ``SRDEBLUR_WEIGHTS``), the shipped ``lapsr`` and every ``lapsr-real`` of the given weights folders
+(default: the shipped one). Y-PSNR with ``scale`` pixels shaved, mean per set.
 """
 
 from __future__ import annotations
@@ -44,13 +45,14 @@ def main(argv: list[str] | None = None) -> None:
         paths = sorted(list_images(folder))
         for scale in args.scales:
             for sigma in args.sigmas:
-                scores: dict[str, list[float]] = {"bicubic": [], **{m: [] for m in methods}}
+                scores: dict[str, list[float]] = {"bicubic": [], "default": [], **{m: [] for m in methods}}
                 for index, path in enumerate(paths):
                     hr = mod_crop(read_image(path).pixels, scale)
                     clean = bicubic_downscale(hr, scale, quantize=False)
                     generator = degradation_generator(NOISE_SEED, index)
                     lr = quantize_8bit(add_gaussian_noise(clean, sigma / 255, generator=generator))
-                    outputs = {"bicubic": inference.upscale(lr, scale=scale, method="bicubic")}
+                    outputs = {"bicubic": inference.upscale(lr, scale=scale, method="bicubic"),
+                               "default": inference.upscale(lr, scale=scale, method="net")}
                     for method, model in methods.items():
                         outputs[method] = inference.upscale(lr, scale=scale, method="net", model=model)
                     for method, output in outputs.items():
