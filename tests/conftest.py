@@ -30,6 +30,17 @@ def uniform_psf(pixels: int) -> torch.Tensor:
     return psf.reshape(15, 15)
 
 
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    """``srdeblur ARGV`` through ``cli.main`` (which exits): ``(exit code, stdout, stderr)``."""
+    from srdeblur import cli
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
 def synthetic_photo(height: int, width: int, *, edge: float, cell: tuple[int, int], seed: int = 0) -> torch.Tensor:
     """(1, 1, H, W) gray: a smooth random field plus a checkerboard of sharp ``edge``-high steps (the photos the
     blind gate's tests classify as sharp, and shake)."""

@@ -21,7 +21,7 @@ from srdeblur import cli, devices, inference
 from srdeblur.devices import DeviceError, ShardError, distributed_shard, parse_device, parse_shard, shard_of
 from srdeblur.io import write_image
 
-from conftest import textured_image
+from conftest import run_cli, textured_image
 
 HAS_CUDA = torch.cuda.is_available()
 
@@ -173,14 +173,6 @@ def test_shard_and_ranks_compose_into_a_partition(count, world, monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------------ CLI
-
-
-def run_cli(capsys, *argv) -> tuple[int, str, str]:
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
 
 
 def make_folder(folder: Path, count: int, size: int = 8) -> list[str]:

@@ -27,6 +27,7 @@ from srdeblur.train import (
     training_loss,
 )
 from srdeblur.weights import load_tensors
+from conftest import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -521,20 +522,10 @@ def test_log_charbonnier_weights_every_image_alike():
 # ------------------------------------------------------------------------------------------------ devices
 
 
-def _run_cli(capsys, *argv) -> tuple[int, str, str]:
-    from srdeblur import cli
-
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
-
-
 def test_cli_train_on_the_cpu_records_no_device_time(image_folder, tmp_path, capsys):
     from srdeblur.train import export_weights
 
-    code, _, err = _run_cli(capsys, "train", "--data", image_folder, "--out", tmp_path / "run", "--steps", "2",
+    code, _, err = run_cli(capsys, "train", "--data", image_folder, "--out", tmp_path / "run", "--steps", "2",
                             "--batch", "2", "--patch", "24", "--val-every", "2", "--blocks", "1", "--device", "cpu",
                             "--quiet")
     assert code == 0, err
