@@ -8,8 +8,8 @@ profile and the EXIF block.
 
 Decoders: Pillow for 8-bit data; OpenCV for 16-bit PNG (Pillow cannot hold 16-bit RGB); tifffile for 16-bit TIFF,
 with OpenCV as a fallback for compressions tifffile cannot decode without the optional ``imagecodecs``. Encoders:
-Pillow for 8-bit PNG, JPEG, BMP and WebP; a small PNG writer of our own for 16-bit PNG (so that gray+alpha, ICC and
-EXIF survive); tifffile for TIFF.
+Pillow for 8-bit PNG, JPEG, BMP and WebP; OpenCV (pypng for gray+alpha) for 16-bit PNG, with the ICC and EXIF
+chunks spliced in; tifffile for TIFF. The byte-level 16-bit codecs live in :mod:`srdeblur.codecs`.
 """
 
 from __future__ import annotations
@@ -22,31 +22,26 @@ import secrets
 import struct
 import threading
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
 
-import cv2
 import numpy as np
 import PIL.Image
-import PIL.ImageCms
 import torch
 
+from srdeblur.codecs import (
+    ImageError,
+    decode_png16,
+    encode_png16,
+    encode_tiff,
+    is_sixteen_bit_tiff,
+    png_header,
+    tiff16_samples,
+    tifffile,
+)
+from srdeblur.metadata import apply_orientation, exif_to_write, matching_icc, read_exif, to_srgb
 
-class _LazyModule:
-    """A module imported on first use (tifffile costs 0.16 s of every command's start-up; few read TIFFs)."""
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-
-    def __getattr__(self, attribute: str):
-        import importlib
-
-        return getattr(importlib.import_module(self._name), attribute)
-
-
-tifffile = _LazyModule("tifffile")
 
 __all__ = [
     "Canvas",
@@ -85,31 +80,11 @@ _ICC_FORMATS = frozenset({"PNG", "JPEG", "TIFF", "WEBP"})
 _EXIF_FORMATS = frozenset({"PNG", "JPEG", "TIFF", "WEBP"})
 _MAX_VALUE = {8: 255, 16: 65535}
 
-_ORIENTATION_TAG = 0x0112
-_EXIF_IFD_TAG = 0x8769
-_GPS_IFD_TAG = 0x8825
-_X_RESOLUTION_TAG, _Y_RESOLUTION_TAG, _RESOLUTION_UNIT_TAG = 282, 283, 296
-# IFD0 tags that describe the picture rather than the layout of the file they came from. Layout tags (strip
-# offsets, sample format, compression...) must not travel: written into another file they would lie about it.
-# Text tags: ImageDescription, Make, Model, Software, DateTime, Artist, HostComputer, Copyright.
-_ASCII_IFD0_TAGS = (270, 271, 272, 305, 306, 315, 316, 33432)
-_DESCRIPTIVE_IFD0_TAGS = (*_ASCII_IFD0_TAGS, _X_RESOLUTION_TAG, _Y_RESOLUTION_TAG, _RESOLUTION_UNIT_TAG)
-# Exif sub-IFD tags that go stale when the pixels change size (PixelX/YDimension) or that point into the source
-# file (Interoperability IFD).
-_STALE_EXIF_TAGS = frozenset({0xA002, 0xA003, 0xA005})
 
 _JPEG_MAX_EXIF = 65_533  # one APP1 segment: 65535 bytes minus its 2-byte length
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_GRAY_ALPHA = 4
-_PNG_IDAT_CHUNK = 1 << 20
-_PNG_FILTER_ROWS = 256
 
 # Pillow's own bomb check reads the module global PIL.Image.MAX_IMAGE_PIXELS; see _pillow_bomb_check_off.
 _PILLOW_LIMIT_LOCK = threading.Lock()
-
-
-class ImageError(Exception):
-    """A file cannot be read or written as an image; the message is one line that names the file."""
 
 
 @dataclass(frozen=True)
@@ -276,7 +251,7 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
     path = Path(path)
     _check_readable_file(path)
     try:
-        if _is_sixteen_bit_tiff(path):
+        if is_sixteen_bit_tiff(path):
             return _read_tiff16(path, max_pixels)  # Pillow cannot hold 16-bit RGB(A) nor 16-bit gray+alpha
         with _pillow_bomb_check_off(), PIL.Image.open(path, formats=_SUPPORTED_FORMATS) as img:
             return _decode(img, path, max_pixels)
@@ -328,16 +303,16 @@ def _decode(img: PIL.Image.Image, path: Path, max_pixels: int) -> Image:
     """Decode an opened (header-only) Pillow image; the size is checked before any pixel is decoded."""
     _check_size(path, *img.size, max_pixels)
     icc_profile = img.info.get("icc_profile") or None
-    png_depth, png_colour_type = _png_header(path) if img.format == "PNG" else (0, 0)
+    png_depth, png_colour_type = png_header(path) if img.format == "PNG" else (0, 0)
     if png_depth == 16:
-        samples, gray = _decode_png16(path, png_colour_type)
+        samples, gray = decode_png16(path, png_colour_type)
         # PngImageFile.getexif would decode the whole file again (in 8 bits) to look for an eXIf chunk after the
         # pixel data; the base method reads the chunks before it, which is where writers put eXIf.
         load_exif = functools.partial(PIL.Image.Image.getexif, img)
     else:
         samples, gray, icc_profile = _decode_with_pillow(img, path, icc_profile)
         load_exif = img.getexif
-    orientation, exif = _read_exif(load_exif)
+    orientation, exif = read_exif(load_exif)
     file_format = "JPEG" if img.format == "MPO" else img.format  # Pillow calls multi-picture JPEGs "MPO"
     return _assemble(samples, gray=gray, orientation=orientation, file_format=file_format, icc=icc_profile, exif=exif)
 
@@ -353,7 +328,7 @@ def _assemble(
     samples: np.ndarray, *, gray: bool, orientation: int, file_format: str, icc: bytes | None, exif: bytes | None
 ) -> Image:
     """Turn (H, W, C) integer samples (alpha last when C is 2 or 4) upright and split them into an Image."""
-    samples = _apply_orientation(samples, orientation)
+    samples = apply_orientation(samples, orientation)
     has_alpha = samples.shape[2] in (2, 4)
     colour = samples[..., :-1] if has_alpha else samples
     meta = ImageMeta(
@@ -367,45 +342,13 @@ def _assemble(
     return Image(pixels=to_tensor(colour), alpha=to_tensor(samples[..., -1]) if has_alpha else None, meta=meta)
 
 
-def _png_header(path: Path) -> tuple[int, int]:
-    """Bit depth and colour type from a PNG's IHDR chunk (Pillow does not report a depth of 16 for RGB)."""
-    with open(path, "rb") as fh:
-        header = fh.read(26)
-    return (header[24], header[25]) if len(header) == 26 else (0, 0)
-
-
-def _decode_png16(path: Path, colour_type: int) -> tuple[np.ndarray, bool]:
-    """16-bit PNG via OpenCV, which keeps all 16 bits (Pillow reduces RGB and RGBA to 8)."""
-    decoded = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-    if decoded is None or decoded.dtype != np.uint16:
-        raise ImageError(f"{path}: not a readable image (corrupt or truncated 16-bit PNG data)")
-    gray = colour_type in (0, _PNG_GRAY_ALPHA)
-    samples = _from_opencv(decoded)
-    if colour_type == _PNG_GRAY_ALPHA and samples.shape[2] == 4:
-        samples = samples[..., [0, 3]]  # OpenCV expands gray+alpha to RGBA with R = G = B
-    return np.ascontiguousarray(samples), gray
-
-
-def _is_sixteen_bit_tiff(path: Path) -> bool:
-    """True for a TIFF whose first image has 16-bit samples; other TIFFs are left to Pillow."""
-    with open(path, "rb") as fh:
-        magic = fh.read(4)
-    if magic not in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"):
-        return False
-    try:
-        with tifffile.TiffFile(path) as tif:
-            return tif.pages[0].bitspersample == 16
-    except (tifffile.TiffFileError, OSError, IndexError, ValueError):
-        return False  # let Pillow try, and word the error
-
-
 def _read_tiff16(path: Path, max_pixels: int) -> Image:
     """16-bit TIFF via tifffile, which reports the photometric and extra-sample tags needed to interpret it."""
     with tifffile.TiffFile(path) as tif:
         page = tif.pages[0]
         _check_size(path, page.imagewidth, page.imagelength, max_pixels)
         icc_profile = page.iccprofile or None
-        samples, gray = _tiff16_samples(page, path)
+        samples, gray = tiff16_samples(page, path)
     orientation, portable_exif = _tiff_exif(path)
     return _assemble(
         samples, gray=gray, orientation=orientation, file_format="TIFF", icc=icc_profile, exif=portable_exif
@@ -421,70 +364,7 @@ def _tiff_exif(path: Path) -> tuple[int, bytes | None]:
             exif.load_from_fp(fh)
             return exif
 
-        return _read_exif(load)
-
-
-def _tiff16_samples(page: tifffile.TiffPage, path: Path) -> tuple[np.ndarray, bool]:
-    """Decode a tifffile page to (H, W, C) uint16 samples (C = 1..4, straight alpha last) and the grayness."""
-    photometric = page.photometric
-    if photometric not in (tifffile.PHOTOMETRIC.MINISBLACK, tifffile.PHOTOMETRIC.MINISWHITE, tifffile.PHOTOMETRIC.RGB):
-        raise ImageError(f"{path}: unsupported 16-bit TIFF colour space {photometric.name}")
-    if page.dtype != np.uint16:
-        raise ImageError(f"{path}: unsupported TIFF sample type {page.dtype} (8 or 16-bit unsigned supported)")
-    colour_count = 3 if photometric == tifffile.PHOTOMETRIC.RGB else 1
-    # A missing ExtraSamples tag (OpenCV writes none) means straight alpha to Pillow and OpenCV; so it does here.
-    alpha_kind = page.extrasamples[0] if page.extrasamples else tifffile.EXTRASAMPLE.UNASSALPHA
-    has_alpha = page.samplesperpixel > colour_count and alpha_kind != tifffile.EXTRASAMPLE.UNSPECIFIED
-    samples = _tiff16_page_samples(page, path)[..., : colour_count + has_alpha]
-    if photometric == tifffile.PHOTOMETRIC.MINISWHITE:
-        samples[..., :colour_count] = 65535 - samples[..., :colour_count]
-    if has_alpha and alpha_kind == tifffile.EXTRASAMPLE.ASSOCALPHA:
-        samples = _unpremultiply(samples)
-    return np.ascontiguousarray(samples), colour_count == 1
-
-
-def _tiff16_page_samples(page: tifffile.TiffPage, path: Path) -> np.ndarray:
-    """All samples of a 16-bit page as (H, W, S) in file order; OpenCV decodes what tifffile cannot."""
-    try:
-        return _to_yxs(page.asarray(), page.axes, path)
-    except (ValueError, KeyError) as exc:
-        # tifffile needs the optional imagecodecs package for LZW, PackBits, JPEG...; OpenCV's libtiff does not.
-        if "imagecodecs" not in str(exc) or page.photometric == tifffile.PHOTOMETRIC.MINISWHITE:
-            raise
-    decoded = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-    channels = 1 if decoded is None or decoded.ndim == 2 else decoded.shape[2]
-    if decoded is None or decoded.dtype != np.uint16 or channels != page.samplesperpixel:
-        raise ImageError(f"{path}: not a readable image (corrupt 16-bit TIFF or unsupported compression/layout)")
-    return _from_opencv(decoded)
-
-
-def _to_yxs(array: np.ndarray, axes: str, path: Path) -> np.ndarray:
-    """Reorder a tifffile page array to (height, width, samples)."""
-    if axes == "YX":
-        return array[..., None]
-    if axes == "YXS":
-        return array
-    if axes == "SYX":
-        return np.moveaxis(array, 0, -1)
-    raise ImageError(f"{path}: unsupported TIFF layout {axes!r} (one 2-D image expected)")
-
-
-def _unpremultiply(samples: np.ndarray) -> np.ndarray:
-    """Turn associated (premultiplied) colour into straight colour; fully transparent pixels become 0."""
-    alpha = samples[..., -1:].astype(np.float64)
-    colour = samples[..., :-1].astype(np.float64)
-    straight = np.divide(colour * 65535.0, alpha, out=np.zeros_like(colour), where=alpha > 0)
-    straight = np.round(np.clip(straight, 0, 65535)).astype(np.uint16)
-    return np.concatenate([straight, samples[..., -1:]], axis=-1)
-
-
-def _from_opencv(decoded: np.ndarray) -> np.ndarray:
-    """OpenCV's (H, W), BGR or BGRA array as (H, W, C) in RGB(A) order."""
-    if decoded.ndim == 2:
-        return decoded[..., None]
-    if decoded.shape[2] == 3:
-        return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
-    return cv2.cvtColor(decoded, cv2.COLOR_BGRA2RGBA)
+        return read_exif(load)
 
 
 def _decode_with_pillow(
@@ -506,7 +386,7 @@ def _decode_with_pillow(
         return _pillow_samples(img, target), True, icc_profile
     if mode in ("CMYK", "YCbCr", "LAB"):
         # The source profile describes another colour space; the converted pixels are sRGB, so none is kept.
-        return _pillow_samples(_to_srgb(img, icc_profile), "RGB"), False, None
+        return _pillow_samples(to_srgb(img, icc_profile), "RGB"), False, None
     target = "RGBA" if mode in ("RGBA", "RGBa", "PA") or transparent else "RGB"
     return _pillow_samples(img, target), False, icc_profile
 
@@ -515,69 +395,6 @@ def _pillow_samples(img: PIL.Image.Image, mode: str) -> np.ndarray:
     converted = img if img.mode == mode else img.convert(mode)
     array = np.asarray(converted)
     return array[..., None] if array.ndim == 2 else array
-
-
-def _to_srgb(img: PIL.Image.Image, icc_profile: bytes | None) -> PIL.Image.Image:
-    """Convert CMYK, Lab and YCbCr to sRGB, through the embedded profile when there is one."""
-    if icc_profile is not None or img.mode == "LAB":
-        try:
-            if icc_profile is not None:
-                source = PIL.ImageCms.ImageCmsProfile(BytesIO(icc_profile))
-            else:
-                source = PIL.ImageCms.createProfile("LAB")  # Pillow has no plain Lab -> RGB conversion
-            target = PIL.ImageCms.createProfile("sRGB")
-            return PIL.ImageCms.profileToProfile(img, source, target, outputMode="RGB")
-        except (PIL.ImageCms.PyCMSError, OSError, ValueError) as exc:
-            logger.debug("ICC conversion to sRGB failed (%s); using Pillow's plain conversion", exc)
-    return img.convert("RGB")
-
-
-def _read_exif(load: Callable[[], PIL.Image.Exif]) -> tuple[int, bytes | None]:
-    """Return the EXIF orientation (1..8) and the portable EXIF block, tolerating broken EXIF."""
-    try:
-        exif = load()
-        orientation = exif.get(_ORIENTATION_TAG, 1)
-        portable = _portable_exif(exif)
-    except Exception as exc:  # noqa: BLE001 - damaged EXIF must not make the pixels unreadable
-        logger.debug("ignoring unreadable EXIF: %s", exc)
-        return 1, None
-    return orientation if orientation in range(1, 9) else 1, portable
-
-
-def _portable_exif(source: PIL.Image.Exif) -> bytes | None:
-    """Descriptive EXIF tags (camera, date, exposure, GPS...) with orientation 1, or None if there are none."""
-    clean = PIL.Image.Exif()
-    for tag in _DESCRIPTIVE_IFD0_TAGS:
-        if tag in source:
-            clean[tag] = source[tag]
-    if clean.get(_RESOLUTION_UNIT_TAG) == 1:  # "no unit": a placeholder many writers (tifffile) put in, no DPI
-        for tag in (_X_RESOLUTION_TAG, _Y_RESOLUTION_TAG, _RESOLUTION_UNIT_TAG):
-            clean.pop(tag, None)
-    exif_ifd = {tag: value for tag, value in source.get_ifd(_EXIF_IFD_TAG).items() if tag not in _STALE_EXIF_TAGS}
-    if exif_ifd:
-        clean[_EXIF_IFD_TAG] = exif_ifd
-    gps_ifd = dict(source.get_ifd(_GPS_IFD_TAG))
-    if gps_ifd:
-        clean[_GPS_IFD_TAG] = gps_ifd
-    if not clean:
-        return None
-    clean[_ORIENTATION_TAG] = 1
-    return clean.tobytes()
-
-
-def _apply_orientation(samples: np.ndarray, orientation: int) -> np.ndarray:
-    """Turn (H, W, C) samples upright according to an EXIF orientation value (1 = already upright)."""
-    transforms = {
-        1: lambda a: a,
-        2: lambda a: a[:, ::-1],
-        3: lambda a: a[::-1, ::-1],
-        4: lambda a: a[::-1],
-        5: lambda a: a.swapaxes(0, 1),
-        6: lambda a: np.rot90(a, -1),
-        7: lambda a: np.rot90(a, 2).swapaxes(0, 1),
-        8: lambda a: np.rot90(a, 1),
-    }
-    return np.ascontiguousarray(transforms[orientation](samples))
 
 
 def _one_line(exc: BaseException) -> str:
@@ -676,8 +493,8 @@ def write_image(
         samples = _canvas_samples(pixels, alpha, depth, keep_alpha=file_format in _ALPHA_FORMATS)
     else:
         samples = _samples_to_write(pixels, alpha, depth, keep_alpha=file_format in _ALPHA_FORMATS, path=path)
-    icc_profile = _matching_icc(meta, samples.shape[2]) if file_format in _ICC_FORMATS else None
-    exif = _exif_to_write(meta) if file_format in _EXIF_FORMATS else None
+    icc_profile = matching_icc(meta.icc_profile if meta else None, samples.shape[2]) if file_format in _ICC_FORMATS else None
+    exif = exif_to_write(meta.exif if meta else None) if file_format in _EXIF_FORMATS else None
     data = _encode(samples, file_format, icc_profile=icc_profile, exif=exif, quality=quality)
     _atomic_write(path, data)
 
@@ -715,38 +532,14 @@ def _samples_to_write(
     return np.concatenate(arrays, axis=-1) if len(arrays) > 1 else arrays[0]
 
 
-def _matching_icc(meta: ImageMeta | None, channels: int) -> bytes | None:
-    """The meta's ICC profile if its colour space (header bytes 16..20) fits the output; else None."""
-    if meta is None or not meta.icc_profile:
-        return None
-    wanted = b"GRAY" if channels in (1, 2) else b"RGB "
-    if meta.icc_profile[16:20] != wanted:
-        logger.info("ICC profile for %r dropped: the output is %r", meta.icc_profile[16:20], wanted)
-        return None
-    return meta.icc_profile
-
-
-def _exif_to_write(meta: ImageMeta | None) -> bytes | None:
-    """Re-clean the meta's EXIF so that the orientation written is 1 whatever the caller put there."""
-    if meta is None or not meta.exif:
-        return None
-    try:
-        exif = PIL.Image.Exif()
-        exif.load(meta.exif)
-        return _portable_exif(exif)
-    except Exception as exc:  # noqa: BLE001 - unusable EXIF is dropped, the pixels still get written
-        logger.info("EXIF dropped, it cannot be parsed: %s", exc)
-        return None
-
-
 def _encode(
     samples: np.ndarray, file_format: str, *, icc_profile: bytes | None, exif: bytes | None, quality: int
 ) -> bytes:
     """Encode (H, W, C) uint8/uint16 samples (alpha last if C is 2 or 4) to the bytes of a file."""
     if file_format == "TIFF":
-        return _encode_tiff(samples, icc_profile=icc_profile, exif=exif)
+        return encode_tiff(samples, icc_profile=icc_profile, exif=exif)
     if samples.dtype == np.uint16:
-        return _encode_png16(samples, icc_profile=icc_profile, exif=exif)
+        return encode_png16(samples, icc_profile=icc_profile, exif=exif)
     options: dict[str, object] = {}
     if icc_profile is not None:
         options["icc_profile"] = icc_profile
@@ -771,92 +564,6 @@ def _encode(
     buffer = BytesIO()
     img.save(buffer, format=file_format, **options)
     return buffer.getvalue()
-
-
-def _encode_png16(samples: np.ndarray, *, icc_profile: bytes | None, exif: bytes | None) -> bytes:
-    """A 16-bit PNG (gray, gray+alpha, RGB or RGBA) with optional iCCP and eXIf chunks."""
-    height, width, channels = samples.shape
-    colour_type = {1: 0, 2: _PNG_GRAY_ALPHA, 3: 2, 4: 6}[channels]
-    rows = np.ascontiguousarray(samples, dtype=">u2").view(np.uint8).reshape(height, width * channels * 2)
-    filtered = _png_paeth_filter(rows, bytes_per_pixel=channels * 2)
-    compressed = zlib.compress(filtered.tobytes(), 6)
-    chunks = [_png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0))]
-    if icc_profile is not None:
-        chunks.append(_png_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(icc_profile)))
-    if exif is not None:
-        chunks.append(_png_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\0\0") else exif))
-    for start in range(0, len(compressed), _PNG_IDAT_CHUNK):
-        chunks.append(_png_chunk(b"IDAT", compressed[start : start + _PNG_IDAT_CHUNK]))
-    chunks.append(_png_chunk(b"IEND", b""))
-    return _PNG_SIGNATURE + b"".join(chunks)
-
-
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def _png_paeth_filter(rows: np.ndarray, *, bytes_per_pixel: int) -> np.ndarray:
-    """Apply PNG filter type 4 (Paeth) to every row of (H, N) bytes; returns (H, N + 1) with the filter bytes.
-
-    Encoding needs only the unfiltered neighbours, so the whole image filters at once; rows are processed in
-    blocks to bound the int16 temporaries.
-    """
-    out = np.empty((rows.shape[0], rows.shape[1] + 1), dtype=np.uint8)
-    out[:, 0] = 4
-    for start in range(0, rows.shape[0], _PNG_FILTER_ROWS):
-        block = rows[start : start + _PNG_FILTER_ROWS].astype(np.int16)
-        above = np.empty_like(block)
-        above[0] = rows[start - 1] if start > 0 else 0
-        above[1:] = block[:-1]
-        left = np.zeros_like(block)
-        left[:, bytes_per_pixel:] = block[:, :-bytes_per_pixel]
-        upper_left = np.zeros_like(block)
-        upper_left[:, bytes_per_pixel:] = above[:, :-bytes_per_pixel]
-        estimate = left + above - upper_left
-        dist_left, dist_above, dist_ul = (np.abs(estimate - n) for n in (left, above, upper_left))
-        predictor = np.where(
-            (dist_left <= dist_above) & (dist_left <= dist_ul), left, np.where(dist_above <= dist_ul, above, upper_left)
-        )
-        out[start : start + len(block), 1:] = (block - predictor).astype(np.uint8)
-    return out
-
-
-def _encode_tiff(samples: np.ndarray, *, icc_profile: bytes | None, exif: bytes | None) -> bytes:
-    """An 8- or 16-bit deflate-compressed TIFF; alpha is written as unassociated (straight) alpha.
-
-    tifffile rather than Pillow: Pillow cannot hold 16-bit RGB, and its libtiff writer fails on EXIF sub-IFDs.
-    Of the EXIF block, the text tags and the resolution of IFD0 are written as TIFF tags.
-    """
-    channels = samples.shape[2]
-    buffer = BytesIO()
-    tifffile.imwrite(
-        buffer,
-        samples[..., 0] if channels == 1 else samples,
-        photometric="minisblack" if channels in (1, 2) else "rgb",
-        planarconfig="contig" if channels > 1 else None,
-        extrasamples=["unassalpha"] if channels in (2, 4) else None,
-        compression="zlib",
-        predictor=True,
-        iccprofile=icc_profile,
-        software=False,
-        metadata=None,
-        **_tiff_tags_from_exif(exif),
-    )
-    return buffer.getvalue()
-
-
-def _tiff_tags_from_exif(exif: bytes | None) -> dict[str, object]:
-    """tifffile options for the text tags (make, model, date, artist...) and resolution of an EXIF IFD0."""
-    if exif is None:
-        return {}
-    parsed = PIL.Image.Exif()
-    parsed.load(exif)
-    text = [(tag, parsed[tag]) for tag in _ASCII_IFD0_TAGS if isinstance(parsed.get(tag), str)]
-    options: dict[str, object] = {"extratags": [(tag, "s", 0, value, True) for tag, value in text if value.isascii()]}
-    if _X_RESOLUTION_TAG in parsed and _Y_RESOLUTION_TAG in parsed:
-        options["resolution"] = (float(parsed[_X_RESOLUTION_TAG]), float(parsed[_Y_RESOLUTION_TAG]))
-        options["resolutionunit"] = int(parsed.get(_RESOLUTION_UNIT_TAG, 2))  # EXIF's default unit is the inch
-    return options
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from kornia.filters import get_gaussian_kernel2d
 
 __all__ = [
     "PSFError",
@@ -136,6 +135,8 @@ def gaussian_psf(sigma: float, *, size: int | None = None) -> torch.Tensor:
         size = _check_size(math.ceil(3 * sigma), f"gaussian sigma {sigma:g}")
     elif isinstance(size, bool) or not isinstance(size, int) or size < 1 or size % 2 == 0 or size > MAX_PSF_SIZE:
         raise PSFError(f"gaussian size must be an odd integer in [1, {MAX_PSF_SIZE}], got {size!r}")
+    from kornia.filters import get_gaussian_kernel2d  # lazily: kornia's import costs `upscale` ~0.3 s of start-up
+
     # Below 0.01 px every off-centre sample is exp(-5000) = 0 anyway; the floor avoids 0/0 for sigma = 0.
     kernel = get_gaussian_kernel2d((size, size), (max(sigma, 0.01), max(sigma, 0.01)), dtype=torch.float64)
     return normalize_psf(kernel[0])
