@@ -494,9 +494,11 @@ def _auto_one(image: torch.Tensor, *, blur_gate: nn.Module | None | Literal[Fals
               on_decision, iterations: int, tv_weight: float, model, tile, tile_overlap, on_tile, precision: str,
               ensemble: int, target: torch.device) -> torch.Tensor:
     """``deblur``'s default for one ``(1, C, H, W)`` photo: leave it alone unless the blur gate finds it blurred;
-    the blind network where the gate is unsure (:data:`BLUR_GATE_SURE`); else the blind estimate and
-    Richardson-Lucy where it is credible, the blind network where not."""
-    decision: dict = {"path": "blind", "blur_logit": None, "psf_spread": None, "edge_slope_ratio": None, "reasons": []}
+    the blind network where the gate is unsure (:data:`BLUR_GATE_SURE`); else the blind estimate, deconvolved
+    by the learned network and by Richardson-Lucy and averaged, where it is credible and explains the photo
+    (:data:`REBLUR_LIMIT`), the blind network where not."""
+    decision: dict = {"path": "blind", "blur_logit": None, "psf_spread": None, "edge_slope_ratio": None,
+                      "reblur_ratio": None, "reasons": []}
     if blur_gate is None:
         blur_gate = _shipped_blur_gate()
     if blur_gate is not None and blur_gate is not False:
@@ -522,10 +524,44 @@ def _auto_one(image: torch.Tensor, *, blur_gate: nn.Module | None | Literal[Fals
     spread, slope_ratio = blind.psf_spread(estimate), blind.edge_slope_ratio(image, estimate)
     reasons = blind.why_not_credible(spread, slope_ratio)  # empty: blind.is_credible
     decision.update(path="net" if reasons else "blind", psf_spread=spread, edge_slope_ratio=slope_ratio, reasons=reasons)
-    _decided(on_decision, image, decision)
-    if reasons:
+    deconvolution = _shipped_deconvolution()
+    if reasons or deconvolution is None:  # without a shipped usrdeconv: Richardson-Lucy alone, as before
+        _decided(on_decision, image, decision)
+        return network(image) if reasons else _lucy(image, estimate, iterations=iterations, tv_weight=tv_weight,
+                                                    target=target)
+    learned = _deconvolve(image, estimate, noise=None, model=deconvolution, tile=tile, tile_overlap=tile_overlap,
+                          on_tile=on_tile, into=None, precision=precision, target=target).clamp(0, 1)
+    ratio = round(blind.reblur_ratio(image, estimate, learned, float(estimate_noise(image)[0])), 3)
+    decision["reblur_ratio"] = ratio
+    if not ratio <= REBLUR_LIMIT:
+        decision.update(path="net", reasons=[f"the PSF does not explain the photo: re-blurred residual {ratio:.1f}x"
+                                             f" the noise > {REBLUR_LIMIT:g}"])
+        _decided(on_decision, image, decision)
         return network(image)
-    return _lucy(image, estimate, iterations=iterations, tv_weight=tv_weight, target=target)
+    _decided(on_decision, image, decision)
+    lucy = _lucy(image, estimate, iterations=MIX_RL_ITERATIONS, tv_weight=tv_weight, target=target)
+    return (0.5 * (learned + lucy)).clamp(0, 1)
+
+
+#: ``auto`` falls back on the blind network where the learned deconvolution with the estimated PSF leaves a
+#: re-blurred residual (:func:`srdeblur.blind.reblur_ratio`) above this many times the noise: the PSF is wrong.
+#: Not calibrated on training images alone: on the held-out training photos (321 px, too small for good
+#: estimates; ``benchmarks/calibrate_reblur_check.py``) the network beat the mix at every limit down to 0.75,
+#: which would send most well-estimated photos to the network. 1.0 is the most cautious limit that kept
+#: ``levin`` above 28.4 dB in a measurement on ``levin`` and ``sun2013``'s first 10 photos (see the README).
+REBLUR_LIMIT = 1.0
+#: Richardson-Lucy iterations of ``auto``'s mix: the mean of the learned deconvolution and Richardson-Lucy
+#: with the same estimate beats either alone (their errors differ: ringing vs over-smoothing), and 10
+#: iterations instead of 30 keep the default within 12 s per megapixel.
+MIX_RL_ITERATIONS = 10
+
+
+def _shipped_deconvolution() -> nn.Module | None:
+    """The shipped ``usrdeconv``, or None where the weights folder has none (``auto`` then deconvolves with
+    Richardson-Lucy alone)."""
+    from srdeblur.weights import weights_dir
+
+    return shipped_model("usrdeconv") if (weights_dir() / "usrdeconv.json").is_file() else None
 
 
 # The largest PSF side in the known-PSF network's training (camera shakes and lines up to this many pixels).

@@ -231,3 +231,30 @@ def test_estimate_psf_rejects_bad_options(camera, options, message):
 def test_estimate_psf_rejects_bad_images(bad):
     with pytest.raises((ValueError, TypeError)):
         blind.estimate_psf(bad)
+
+
+# ------------------------------------------------------------------------------------------------ reblur_ratio
+
+
+def _camera_photo() -> torch.Tensor:
+    return torch.from_numpy(data.camera()[128:384, 128:384].astype(np.float32) / 255)[None, None]
+
+
+def test_reblur_ratio_is_the_residual_over_the_noise():
+    sharp = _camera_photo()
+    line = torch.zeros(9, 9)
+    line[4, :] = 1 / 9
+    generator = torch.Generator().manual_seed(3)
+    noise = 0.02 * torch.randn(sharp.shape, generator=generator)
+    blurred = classical.blur(sharp, line) + noise
+    # The true PSF and the true image: the residual is the noise itself (its std over the interior).
+    expected = float(noise[..., 9:-9, 9:-9].std()) / 0.02
+    assert blind.reblur_ratio(blurred, line, sharp, 0.02) == pytest.approx(expected, rel=1e-5)
+    assert 0.95 < expected < 1.05
+    # The same line turned by 90 degrees cannot explain the blur: the photo's edges stay in the residual.
+    assert blind.reblur_ratio(blurred, line.T.contiguous(), sharp, 0.02) > 3
+    # Noise-free: the floor stands in for sigma.
+    clean = classical.blur(sharp, line)
+    residual = (clean - classical.blur(sharp, line.T.contiguous()))[..., 9:-9, 9:-9]
+    expected_clean = float(residual.std()) / blind.RESIDUAL_FLOOR
+    assert blind.reblur_ratio(clean, line.T.contiguous(), sharp, 0.0) == pytest.approx(expected_clean, rel=1e-5)

@@ -17,9 +17,10 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from srdeblur import blind, classical
+from srdeblur import blind, classical, inference
 from srdeblur.batch import Restored, SideImage, plan_jobs, process_image, run_jobs
 from srdeblur.cli import BLIND_TV_WEIGHT, app
+from srdeblur.degrade import estimate_noise
 from srdeblur.inference import deblur
 from srdeblur.io import read_image, write_image
 from srdeblur.kernels import gaussian_psf, load_psf, random_motion_psf
@@ -132,13 +133,16 @@ def test_is_credible_is_why_not_credible_being_empty():
 # ------------------------------------------------------------------------------------------------ the library
 
 
-def test_auto_reports_one_decision_per_image_of_a_batch(sharp, shaken, tiny_network):
+def test_auto_reports_one_decision_per_image_of_a_batch(sharp, shaken, tiny_network, monkeypatch):
+    # The synthetic photo is no camera photo: its estimate's residual is above the shipped limit; this test is
+    # about what is reported and run, the limit is tested below.
+    monkeypatch.setattr(inference, "REBLUR_LIMIT", 100.0)
     decisions, estimates = [], []
     restored = deblur(torch.cat([sharp, shaken]), method="auto", model=tiny_network, tv_weight=BLIND_TV_WEIGHT,
                       on_psf=estimates.append, on_decision=decisions.append, blur_gate=False)
     assert [d["path"] for d in decisions] == ["net", "blind"]
     for decision, image, estimate in zip(decisions, (sharp, shaken), estimates):
-        assert set(decision) == {"path", "blur_logit", "psf_spread", "edge_slope_ratio", "reasons"}
+        assert set(decision) == {"path", "blur_logit", "psf_spread", "edge_slope_ratio", "reblur_ratio", "reasons"}
         assert decision["blur_logit"] is None  # no blur gate asked
         assert decision["psf_spread"] == blind.psf_spread(estimate)
         assert decision["edge_slope_ratio"] == blind.edge_slope_ratio(image, estimate)
@@ -146,9 +150,30 @@ def test_auto_reports_one_decision_per_image_of_a_batch(sharp, shaken, tiny_netw
     assert fell_back["reasons"] and any("steeper than the PSF allows" in r for r in fell_back["reasons"])
     assert fell_back["edge_slope_ratio"] > blind.CREDIBLE_SLOPE_RATIO
     assert deconvolved["reasons"] == []
-    # What was reported is what ran: the network on the first image, Richardson-Lucy on the second.
+    assert fell_back["reblur_ratio"] is None and deconvolved["reblur_ratio"] <= inference.REBLUR_LIMIT
+    # What was reported is what ran: the network on the first image; on the second the mean of the learned
+    # deconvolution and Richardson-Lucy with the same estimate.
     torch.testing.assert_close(restored[:1], deblur(sharp, method="net", model=tiny_network), rtol=0, atol=0)
-    torch.testing.assert_close(restored[1:], deblur(shaken, method="blind", tv_weight=BLIND_TV_WEIGHT), rtol=0, atol=0)
+    learned = deblur(shaken, method="net", psf=estimates[1]).clamp(0, 1)
+    lucy = deblur(shaken, method="rl", psf=estimates[1], iterations=inference.MIX_RL_ITERATIONS,
+                  tv_weight=BLIND_TV_WEIGHT)
+    torch.testing.assert_close(restored[1:], (0.5 * (learned + lucy)).clamp(0, 1), rtol=0, atol=0)
+    assert deconvolved["reblur_ratio"] == round(
+        blind.reblur_ratio(shaken, estimates[1], learned, float(estimate_noise(shaken)[0])), 3)
+
+
+def test_auto_falls_back_on_the_network_where_the_psf_does_not_explain_the_photo(shaken, tiny_network, monkeypatch):
+    """A credible but wrong PSF (a vertical line where the shake is not) leaves edges in the re-blurred residual."""
+    wrong = torch.zeros(25, 25)
+    wrong[6:19, 12] = 1 / 13
+    monkeypatch.setattr(blind, "estimate_psf", lambda image, size: wrong[None].expand(image.shape[0], -1, -1))
+    decisions = []
+    restored = deblur(shaken, method="auto", model=tiny_network, on_decision=decisions.append, blur_gate=False)
+    (decision,) = decisions
+    assert decision["path"] == "net" and decision["reblur_ratio"] > inference.REBLUR_LIMIT
+    assert decision["reasons"] == [f"the PSF does not explain the photo: re-blurred residual "
+                                   f"{decision['reblur_ratio']:.1f}x the noise > {inference.REBLUR_LIMIT:g}"]
+    torch.testing.assert_close(restored, deblur(shaken, method="net", model=tiny_network), rtol=0, atol=0)
 
 
 def test_blind_reports_the_gate_objections_but_deconvolves(sharp):
@@ -174,7 +199,7 @@ class _Identity(nn.Module):
         (dict(method="rl", psf=gaussian_psf(1.0), iterations=2), {"path": "rl"}),
         (dict(method="net"), {"path": "net"}),
         (dict(method="net", psf=gaussian_psf(1.0), model=_Identity()), {"path": "net-psf"}),
-        (dict(method="auto", blur_gate=False), {"path": "net", "blur_logit": None, "psf_spread": None, "edge_slope_ratio": None,
+        (dict(method="auto", blur_gate=False), {"path": "net", "blur_logit": None, "psf_spread": None, "edge_slope_ratio": None, "reblur_ratio": None,
                                "reasons": ["image smaller than twice the 25-px PSF"]}),
     ],
 )
@@ -199,7 +224,8 @@ def test_json_says_what_auto_did_to_a_sharp_and_a_shaken_photo(runner, photos, t
     assert sharp["reasons"] and any("steeper than the PSF allows > 2.5" in r for r in sharp["reasons"])
     assert sharp["edge_slope_ratio"] > blind.CREDIBLE_SLOPE_RATIO and sharp["psf_spread"] <= blind.CREDIBLE_SPREAD
     assert shaken == {"path": "blind", "blur_logit": None, "psf_spread": pytest.approx(shaken["psf_spread"]),
-                      "edge_slope_ratio": pytest.approx(shaken["edge_slope_ratio"]), "reasons": []}
+                      "edge_slope_ratio": pytest.approx(shaken["edge_slope_ratio"]), "reblur_ratio": None,
+                      "reasons": []}  # tiny_weights has no usrdeconv: Richardson-Lucy alone
     # The numbers are the library's on the file's pixels.
     pixels = read_image(photos / "shaken.png").pixels
     estimate = blind.estimate_psf(pixels)[0]
@@ -217,7 +243,7 @@ def test_json_of_a_photo_too_small_for_the_psf(runner, tmp_path, tiny_weights):
     result = runner.invoke(app, ["deblur", str(source), "--json", "--quiet", "--save-psf"])
     assert result.exit_code == 0, result.output
     (entry,) = json.loads(result.stdout)["results"]
-    assert entry["deblur"] == {"path": "net", "blur_logit": None, "psf_spread": None, "edge_slope_ratio": None,
+    assert entry["deblur"] == {"path": "net", "blur_logit": None, "psf_spread": None, "edge_slope_ratio": None, "reblur_ratio": None,
                                "reasons": ["image smaller than twice the 25-px PSF"]}
     assert (tmp_path / "small_deblurred.png").exists()
     assert not (tmp_path / "small_deblurred_psf.png").exists()  # no estimate, nothing to save
@@ -370,8 +396,10 @@ def test_auto_leaves_a_photo_the_gate_finds_sharp_exactly_as_it_is(shaken, tiny_
     assert decision["psf_spread"] is None and decision["reasons"][0].startswith("looks sharp: blur gate")
 
 
-def test_auto_past_the_gate_is_what_it_was_without_one(sharp, shaken, tiny_network):
+def test_auto_past_the_gate_is_what_it_was_without_one(sharp, shaken, tiny_network, monkeypatch):
     from srdeblur.inference import BLUR_GATE_SURE
+
+    monkeypatch.setattr(inference, "REBLUR_LIMIT", 100.0)  # as in test_auto_reports_one_decision_per_image_of_a_batch
 
     batch = torch.cat([sharp, shaken])
     gated, decisions = [], []

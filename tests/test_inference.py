@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from srdeblur import blind
+from srdeblur import blind, inference
 from srdeblur.classical import blur, richardson_lucy
 from srdeblur.inference import bfloat16_is_native, deblur, deblur_with_net, self_ensemble, upscale, upscale_with_net
 from srdeblur.kernels import gaussian_psf
@@ -162,18 +162,23 @@ def test_deblur_blind_is_richardson_lucy_with_each_images_estimated_psf(make_ima
         torch.testing.assert_close(restored[index : index + 1], expected.clamp(0, 1))
 
 
-@pytest.mark.parametrize("credible", [False, True])
+@pytest.mark.parametrize(("credible", "explains"), [(False, True), (True, True), (True, False)])
 def test_deblur_auto_deconvolves_credible_estimates_and_runs_the_network_on_the_others(
-    make_image, small_deblur_model, monkeypatch, credible
+    make_image, small_deblur_model, monkeypatch, credible, explains
 ):
     image = make_image(40, 44, seed=4)
-    # the gate's verdict, forced: no objection (credible) or one
+    # the gates' verdicts, forced: no objection (credible) or one; a re-blurred residual at or above the limit
     monkeypatch.setattr(blind, "why_not_credible", lambda spread, slope: [] if credible else ["forced"])
-    auto = deblur(image, method="auto", model=small_deblur_model, psf_size=9, iterations=5, tv_weight=0.002, blur_gate=False)
-    if not credible:
-        expected = deblur(image, method="net", model=small_deblur_model)
+    monkeypatch.setattr(blind, "reblur_ratio", lambda *args: inference.REBLUR_LIMIT + (0.0 if explains else 0.001))
+    estimates = []
+    auto = deblur(image, method="auto", model=small_deblur_model, psf_size=9, iterations=5, tv_weight=0.002,
+                  blur_gate=False, on_psf=estimates.append)
+    if credible and explains:  # the mean of the learned deconvolution and Richardson-Lucy with the estimate
+        learned = deblur(image, method="net", psf=estimates[0]).clamp(0, 1)
+        lucy = deblur(image, method="rl", psf=estimates[0], iterations=inference.MIX_RL_ITERATIONS, tv_weight=0.002)
+        expected = (0.5 * (learned + lucy)).clamp(0, 1)
     else:
-        expected = deblur(image, method="blind", psf_size=9, iterations=5, tv_weight=0.002)
+        expected = deblur(image, method="net", model=small_deblur_model)
     torch.testing.assert_close(auto, expected)
 
 
