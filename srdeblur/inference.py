@@ -388,9 +388,12 @@ def deblur(
     photos, and photos where only part of the frame moved — exactly as they are; where the gate is unsure
     (logit at most :data:`BLUR_GATE_SURE`) it runs the network; on the other blurred photos it does what
     ``blind`` does where the estimate is credible (:func:`srdeblur.blind.is_credible`) and runs the network on
-    the other images. ``iterations`` and
-    ``tv_weight`` apply to Richardson-Lucy (``rl``, ``blind``, ``auto``), ``balance`` to Wiener; ``auto`` runs
-    the network alone on images smaller than twice ``psf_size``, where no PSF can be estimated. ``tile``,
+    the other images — or, with the shipped ``usrdeconv``, the mean of the learned deconvolution and
+    :data:`MIX_RL_ITERATIONS` Richardson-Lucy iterations with the estimate, where the learned one's re-blurred
+    residual is at most :data:`REBLUR_LIMIT` times the noise (else the network). ``iterations`` applies
+    to Richardson-Lucy (``rl``, ``blind``; ``auto`` without ``usrdeconv``), ``tv_weight`` to all of it,
+    ``balance`` to Wiener; ``auto`` runs the network alone on images smaller than twice ``psf_size``, where no
+    PSF can be estimated. ``tile``,
     ``tile_overlap``, ``on_tile``, ``into``, ``precision`` and ``ensemble`` apply to the network (see
     :func:`upscale`); the classical
     methods work on the whole image at once (their FFTs are global).
@@ -400,11 +403,12 @@ def deblur(
 
     ``on_decision``, if given, is called once per image, before its restoration, with what is done to it:
     ``{"path": p}``, ``p`` the method that runs ("none": the photo returned as it is, "blind": the estimated PSF
-    and Richardson-Lucy, "net": the blind network, "wiener", "rl", "net-psf": the known-PSF network); for
+    and Richardson-Lucy (``auto`` with ``usrdeconv``: the mean above), "net": the blind network, "wiener", "rl", "net-psf": the known-PSF network); for
     ``auto`` also ``blur_logit`` (None without a gate), for ``auto`` and ``blind`` also
     ``psf_spread`` (:func:`srdeblur.blind.psf_spread` of the estimate, px), ``edge_slope_ratio``
     (:func:`srdeblur.blind.edge_slope_ratio`) and ``reasons``, the gate's objections to the estimate
-    (:func:`srdeblur.blind.why_not_credible`): why ``auto`` ran the network, empty where it deconvolved
+    (:func:`srdeblur.blind.why_not_credible`, and ``auto``'s re-blur check, whose ``reblur_ratio`` is reported
+    where it ran, else None): why ``auto`` ran the network, empty where it deconvolved
     (``blind`` deconvolves anyway), or the blur gate's ("looks sharp: ..."). A photo the gate leaves alone or too
     small for a PSF has no estimate (``None`` for both numbers); the latter has the reason "image smaller than
     twice the N-px PSF".
