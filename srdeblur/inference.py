@@ -533,9 +533,10 @@ def _auto_one(image: torch.Tensor, *, blur_gate: nn.Module | None | Literal[Fals
         _decided(on_decision, image, decision)
         return network(image) if reasons else _lucy(image, estimate, iterations=iterations, tv_weight=tv_weight,
                                                     target=target)
-    learned = _deconvolve(image, estimate, noise=None, model=deconvolution, tile=tile, tile_overlap=tile_overlap,
+    sigma = float(estimate_noise(image)[0])  # once: the network is told it, the re-blur check divides by it
+    learned = _deconvolve(image, estimate, noise=sigma, model=deconvolution, tile=tile, tile_overlap=tile_overlap,
                           on_tile=on_tile, into=None, precision=precision, target=target).clamp(0, 1)
-    ratio = round(blind.reblur_ratio(image, estimate, learned, float(estimate_noise(image)[0])), 3)
+    ratio = round(blind.reblur_ratio(image, estimate, learned, sigma), 3)
     decision["reblur_ratio"] = ratio
     if not ratio <= REBLUR_LIMIT:
         decision.update(path="net", reasons=[f"the PSF does not explain the photo: re-blurred residual {ratio:.1f}x"
