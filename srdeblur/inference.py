@@ -480,12 +480,13 @@ BLUR_GATE_THRESHOLD = -2.0
 BLUR_GATE_SURE = 0.0
 
 
-def _shipped_blur_gate() -> nn.Module | None:
-    """The shipped ``blurgate``, or None where the weights folder has none (e.g. ``SRDEBLUR_WEIGHTS`` pointing
-    at one's own ``srndeblur``): then ``auto`` deblurs every photo, as it did before the gate."""
+def _shipped_if_present(name: str) -> nn.Module | None:
+    """The shipped weights ``name``, or None where the weights folder has none (e.g. ``SRDEBLUR_WEIGHTS``
+    pointing at one's own ``srndeblur``). Without ``blurgate`` ``auto`` deblurs every photo, as it did before
+    the gate; without ``usrdeconv`` it deconvolves with Richardson-Lucy alone."""
     from srdeblur.weights import weights_dir
 
-    return shipped_model("blurgate") if (weights_dir() / "blurgate.json").is_file() else None
+    return shipped_model(name) if (weights_dir() / f"{name}.json").is_file() else None
 
 
 def blur_logit(image: torch.Tensor, gate: nn.Module) -> float:
@@ -504,7 +505,7 @@ def _auto_one(image: torch.Tensor, *, blur_gate: nn.Module | None | Literal[Fals
     decision: dict = {"path": "blind", "blur_logit": None, "psf_spread": None, "edge_slope_ratio": None,
                       "reblur_ratio": None, "reasons": []}
     if blur_gate is None:
-        blur_gate = _shipped_blur_gate()
+        blur_gate = _shipped_if_present("blurgate")
     if blur_gate is not None and blur_gate is not False:
         logit = blur_logit(image, blur_gate.to(target))
         decision["blur_logit"] = round(logit, 3)
@@ -528,7 +529,7 @@ def _auto_one(image: torch.Tensor, *, blur_gate: nn.Module | None | Literal[Fals
     spread, slope_ratio = blind.psf_spread(estimate), blind.edge_slope_ratio(image, estimate)
     reasons = blind.why_not_credible(spread, slope_ratio)  # empty: blind.is_credible
     decision.update(path="net" if reasons else "blind", psf_spread=spread, edge_slope_ratio=slope_ratio, reasons=reasons)
-    deconvolution = _shipped_deconvolution()
+    deconvolution = _shipped_if_present("usrdeconv")
     if reasons or deconvolution is None:  # without a shipped usrdeconv: Richardson-Lucy alone, as before
         _decided(on_decision, image, decision)
         return network(image) if reasons else _lucy(image, estimate, iterations=iterations, tv_weight=tv_weight,
@@ -559,14 +560,6 @@ REBLUR_LIMIT = 1.0
 #: with the same estimate beats either alone (their errors differ: ringing vs over-smoothing), and 10
 #: iterations instead of 30 keep the default within 12 s per megapixel.
 MIX_RL_ITERATIONS = 10
-
-
-def _shipped_deconvolution() -> nn.Module | None:
-    """The shipped ``usrdeconv``, or None where the weights folder has none (``auto`` then deconvolves with
-    Richardson-Lucy alone)."""
-    from srdeblur.weights import weights_dir
-
-    return shipped_model("usrdeconv") if (weights_dir() / "usrdeconv.json").is_file() else None
 
 
 # The largest PSF side in the known-PSF network's training (camera shakes and lines up to this many pixels).
