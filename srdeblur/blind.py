@@ -396,6 +396,7 @@ def estimate_psf(
     kernel_weight: float = 2.0,
     iterations: int = 5,
     max_side: int = 640,
+    region: str = "centre",
 ) -> torch.Tensor:
     """Estimate the blur kernel of each image of a batch, blind (see the module docstring for the method).
 
@@ -412,7 +413,10 @@ def estimate_psf(
     iterations : int
         Latent-image / kernel alternations per pyramid scale (>= 1).
     max_side : int
-        Estimate from the centred crop of at most this many pixels per side (>= ``2 * size``).
+        Estimate from a crop of at most this many pixels per side (>= ``2 * size``).
+    region : {"centre", "edges"}
+        Where the crop is: centred, or the window holding the most strong edges (:func:`edge_rich_crop`), a
+        second opinion where the centre is smooth (sky, sand, water) and its estimate poor.
 
     Returns
     -------
@@ -437,8 +441,38 @@ def estimate_psf(
     height, width = image.shape[-2:]
     if min(height, width) < 2 * size:
         raise ValueError(f"a {size}-px PSF needs an image of at least {2 * size} px per side, got {height}x{width}")
-    top, left = max(0, (height - max_side) // 2), max(0, (width - max_side) // 2)
-    crop = image[..., top : top + max_side, left : left + max_side]
-    gray = crop.mean(dim=1).double()
+    if region not in ("centre", "edges"):
+        raise ValueError(f"region must be 'centre' or 'edges', got {region!r}")
     options = {"size": size, "smoothness": smoothness, "kernel_weight": kernel_weight, "iterations": iterations}
-    return torch.stack([_estimate_one(plane, **options) for plane in gray]).float()
+    estimates = []
+    for one in image:
+        if region == "edges":
+            top, left = edge_rich_crop(one[None], side=max_side)
+        else:
+            top, left = max(0, (height - max_side) // 2), max(0, (width - max_side) // 2)
+        gray = one[:, top : top + max_side, left : left + max_side].mean(dim=0).double()
+        estimates.append(_estimate_one(gray, **options))
+    return torch.stack(estimates).float()
+
+
+#: The share of a photo's pixels :func:`edge_rich_crop` counts as strong edges (the largest gradients).
+EDGE_SHARE = 0.05
+
+
+def edge_rich_crop(image: torch.Tensor, *, side: int, stride: int = 16) -> tuple[int, int]:
+    """``(top, left)`` of the ``side`` x ``side`` window of a ``(1, C, H, W)`` image (a multiple of ``stride``
+    px from the corner) holding the most strong edges: pixels whose gray gradient magnitude is among the
+    largest :data:`EDGE_SHARE` of the image. Blind estimation needs such edges (Hu & Yang 2012, "Good regions to
+    deblur"). ``(0, 0)`` where the image fits in the window; a side longer than the image is clipped to it."""
+    height, width = image.shape[-2:]
+    if height <= side and width <= side:
+        return 0, 0
+    gray = image[0].float().mean(dim=0)
+    magnitude = torch.zeros_like(gray)
+    magnitude[:-1, :-1] = torch.hypot(gray[1:, :-1] - gray[:-1, :-1], gray[:-1, 1:] - gray[:-1, :-1])
+    threshold = torch.quantile(magnitude.flatten()[:: max(1, magnitude.numel() // 100_000)], 1 - EDGE_SHARE)
+    strong = (magnitude > threshold).float()[None, None]
+    window = (min(side, height), min(side, width))
+    counts = F.avg_pool2d(strong, window, stride=stride)[0, 0]
+    row, column = divmod(int(counts.argmax()), counts.shape[1])
+    return row * stride, column * stride

@@ -775,6 +775,7 @@ def train(
     warmup: Annotated[int, typer.Option(help="Steps of linear learning-rate warm-up.")] = 300,
     curriculum: Annotated[Optional[float], typer.Option(help="deblur: fraction of --steps over which the largest blur grows from 7 px to 31 px (default 0.3; 0 with --init: the weights already know large blurs).")] = None,
     blocks: Annotated[Optional[int], typer.Option(help="Residual blocks per level of the network (default: the network's own, 4 for sr, 1 for deblur). With --init, extra blocks start as the identity.")] = None,
+    iterations: Annotated[Optional[int], typer.Option(help="nonblind: unrolled HQS iterations of the known-PSF network (default 5). With --init, the learned data weights are resampled to the new count.")] = None,
     spectral: Annotated[bool, typer.Option(help="deblur: give the bottom level's residual blocks an image-wide Fourier branch (with --init, it starts at zero).")] = False,
     gated: Annotated[bool, typer.Option(help="deblur: give every residual block a gate driven by image-wide channel means (with --init, it starts as the identity).")] = False,
     frequency_loss: Annotated[float, typer.Option(help="Weight of an L1 loss on Fourier coefficients beside the pixel loss (0: off).")] = 0.0,
@@ -816,7 +817,7 @@ def train(
                          curriculum=_curriculum(curriculum, fine_tune=init is not None, default=TrainConfig.curriculum),
                          frequency_loss=frequency_loss, degradation=degradation.value, clean_fraction=clean_fraction,
                          noisy_fraction=noisy_fraction,
-                         **_architecture(task, blocks=blocks, spectral=spectral, gated=gated))
+                         **_architecture(task, blocks=blocks, iterations=iterations, spectral=spectral, gated=gated))
     try:
         info = run_training(
             config, minutes=minutes, resume=resume, max_steps=max_steps, init=init, device=target_device,
@@ -839,19 +840,26 @@ def _curriculum(fraction: Optional[float], *, fine_tune: bool, default: float) -
     return fraction
 
 
-def _architecture(task: TrainTask, *, blocks: Optional[int], spectral: bool, gated: bool) -> dict:
-    """TrainConfig fields for ``--blocks`` / ``--spectral`` / ``--gated`` (empty when the defaults are kept)."""
+def _architecture(task: TrainTask, *, blocks: Optional[int], iterations: Optional[int] = None, spectral: bool,
+                  gated: bool) -> dict:
+    """TrainConfig fields for ``--blocks`` / ``--iterations`` / ``--spectral`` / ``--gated`` (empty when the
+    defaults are kept)."""
     from srdeblur.nets import DeblurConfig, DeconvConfig, SRConfig
 
     if blocks is not None and blocks < 1:
         _fail(f"--blocks must be at least 1, got {blocks}")
+    if iterations is not None and (task != TrainTask.nonblind or iterations < 1):
+        _fail(f"--iterations applies to --task nonblind and must be at least 1, got {iterations}")
     for flag, given in (("--spectral", spectral), ("--gated", gated)):
         if given and task != TrainTask.deblur:
             _fail(f"{flag} applies to --task deblur only")
     if task == TrainTask.sr:
         return {} if blocks is None else {"sr": SRConfig(blocks=blocks)}
     if task == TrainTask.nonblind:
-        return {} if blocks is None else {"nonblind": DeconvConfig(blocks=blocks)}
+        if blocks is None and iterations is None:
+            return {}
+        return {"nonblind": DeconvConfig(blocks=blocks or DeconvConfig.blocks,
+                                         iterations=iterations or DeconvConfig.iterations)}
     return {"deblur": DeblurConfig(blocks=blocks or DeblurConfig.blocks, spectral=spectral, gated=gated)}
 
 

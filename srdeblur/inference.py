@@ -58,6 +58,9 @@ DEBLUR_TILE_OVERLAP = 96
 # Rough peak bytes of activations per output pixel (batch 1), to size tiles from free memory.
 _NET_BYTES_PER_OUTPUT_PIXEL = 1024
 _RESIZE_BYTES_PER_OUTPUT_PIXEL = 256
+# The known-PSF network's peak, measured with ru_maxrss on an 800 x 1024 photo: 527 B/px (PSF 29 px), 572 (75 px).
+# The earlier allowance (2 x 1024) tiled a 0.8-MP photo into four overlapping tiles: 1.6x the work.
+_DECONV_BYTES_PER_OUTPUT_PIXEL = 768
 
 
 def bfloat16_is_native() -> bool:
@@ -501,9 +504,11 @@ def _auto_one(image: torch.Tensor, *, blur_gate: nn.Module | None | Literal[Fals
     """``deblur``'s default for one ``(1, C, H, W)`` photo: leave it alone unless the blur gate finds it blurred;
     the blind network where the gate is unsure (:data:`BLUR_GATE_SURE`); else the blind estimate, deconvolved
     by the learned network and by Richardson-Lucy and averaged, where it is credible and explains the photo
-    (:data:`REBLUR_LIMIT`), the blind network where not."""
-    decision: dict = {"path": "blind", "blur_logit": None, "psf_spread": None, "edge_slope_ratio": None,
-                      "reblur_ratio": None, "reasons": []}
+    (:data:`REBLUR_LIMIT`). Where the centred crop's estimate fails either check, a second estimate from the crop
+    with the most strong edges (:func:`_estimate_regions`) gets the same checks; the blind network runs where
+    that fails too."""
+    decision: dict = {"path": "blind", "blur_logit": None, "region": None, "psf_spread": None,
+                      "edge_slope_ratio": None, "reblur_ratio": None, "reasons": []}
     if blur_gate is None:
         blur_gate = _shipped_if_present("blurgate")
     if blur_gate is not None and blur_gate is not False:
@@ -523,30 +528,62 @@ def _auto_one(image: torch.Tensor, *, blur_gate: nn.Module | None | Literal[Fals
         decision.update(path="net", reasons=[f"image smaller than twice the {psf_size}-px PSF"])
         _decided(on_decision, image, decision)
         return network(image)
-    estimate = blind.estimate_psf(image, size=psf_size)[0]
+    deconvolution = _shipped_if_present("usrdeconv")
+    sigma = float(estimate_noise(image)[0]) if deconvolution is not None else None  # once per photo
+    for region in _estimate_regions(image):
+        estimate = blind.estimate_psf(image, size=psf_size, max_side=ESTIMATE_SIDE, region=region)[0]
+        spread, slope_ratio = blind.psf_spread(estimate), blind.edge_slope_ratio(image, estimate)
+        reasons = blind.why_not_credible(spread, slope_ratio)  # empty: blind.is_credible
+        decision.update(path="net" if reasons else "blind", region=region, psf_spread=spread,
+                        edge_slope_ratio=slope_ratio, reblur_ratio=None)
+        if reasons or deconvolution is None:
+            decision["reasons"] += [_from_region(region, reason) for reason in reasons]
+            if reasons:
+                continue
+            break
+        learned = _deconvolve(image, estimate, noise=sigma, model=deconvolution, tile=tile, tile_overlap=tile_overlap,
+                              on_tile=on_tile, into=None, precision=precision, target=target).clamp(0, 1)
+        ratio = round(blind.reblur_ratio(image, estimate, learned, sigma), 3)
+        decision["reblur_ratio"] = ratio
+        if ratio <= REBLUR_LIMIT:
+            decision["reasons"] = []
+            break
+        decision.update(path="net")
+        decision["reasons"].append(_from_region(region, f"the PSF does not explain the photo: re-blurred residual "
+                                                        f"{ratio:.1f}x the noise > {REBLUR_LIMIT:g}"))
     if on_psf is not None:
         on_psf(estimate)
-    spread, slope_ratio = blind.psf_spread(estimate), blind.edge_slope_ratio(image, estimate)
-    reasons = blind.why_not_credible(spread, slope_ratio)  # empty: blind.is_credible
-    decision.update(path="net" if reasons else "blind", psf_spread=spread, edge_slope_ratio=slope_ratio, reasons=reasons)
-    deconvolution = _shipped_if_present("usrdeconv")
-    if reasons or deconvolution is None:  # without a shipped usrdeconv: Richardson-Lucy alone, as before
-        _decided(on_decision, image, decision)
-        return network(image) if reasons else _lucy(image, estimate, iterations=iterations, tv_weight=tv_weight,
-                                                    target=target)
-    sigma = float(estimate_noise(image)[0])  # once: the network is told it, the re-blur check divides by it
-    learned = _deconvolve(image, estimate, noise=sigma, model=deconvolution, tile=tile, tile_overlap=tile_overlap,
-                          on_tile=on_tile, into=None, precision=precision, target=target).clamp(0, 1)
-    ratio = round(blind.reblur_ratio(image, estimate, learned, sigma), 3)
-    decision["reblur_ratio"] = ratio
-    if not ratio <= REBLUR_LIMIT:
-        decision.update(path="net", reasons=[f"the PSF does not explain the photo: re-blurred residual {ratio:.1f}x"
-                                             f" the noise > {REBLUR_LIMIT:g}"])
+    if decision["path"] == "net":
         _decided(on_decision, image, decision)
         return network(image)
+    if deconvolution is None:  # without a shipped usrdeconv: Richardson-Lucy alone, as before
+        _decided(on_decision, image, decision)
+        return _lucy(image, estimate, iterations=iterations, tv_weight=tv_weight, target=target)
     _decided(on_decision, image, decision)
     lucy = _lucy(image, estimate, iterations=MIX_RL_ITERATIONS, tv_weight=tv_weight, target=target)
     return (0.5 * (learned + lucy)).clamp(0, 1)
+
+
+def _from_region(region: str, reason: str) -> str:
+    """A reason against an estimate; those against the second one (the edge-rich crop's) say so."""
+    return reason if region == "centre" else f"edge-rich crop: {reason}"
+
+
+def _estimate_regions(image: torch.Tensor) -> tuple[str, ...]:
+    """Where ``auto`` estimates the PSF, in order: the centred crop, then (if that estimate is not credible or
+    does not explain the photo, and the photo is larger than the crop) the crop with the most strong edges."""
+    height, width = image.shape[-2:]
+    side = ESTIMATE_SIDE
+    if max(height, width) <= side:
+        return ("centre",)
+    centre = (max(0, (height - side) // 2), max(0, (width - side) // 2))
+    edges = blind.edge_rich_crop(image[:1], side=side)
+    moved = max(abs(a - b) for a, b in zip(centre, edges))
+    return ("centre", "edges") if moved >= side // 16 else ("centre",)  # else nearly the same pixels
+
+
+#: Side of the crop ``auto`` estimates the PSF from (:func:`srdeblur.blind.estimate_psf`'s ``max_side``).
+ESTIMATE_SIDE = 640
 
 
 #: ``auto`` falls back on the blind network where the learned deconvolution with the estimated PSF leaves a
@@ -596,7 +633,7 @@ def _deconvolve(image: torch.Tensor, psf: torch.Tensor, *, noise: float | None, 
     # A tile needs the PSF's reach of context on each side on top of the network's own.
     overlap = max(tile_overlap, max(psf.shape) + 16)
     if tile is None:
-        tile = auto_tile(image, bytes_per_output_pixel=_NET_BYTES_PER_OUTPUT_PIXEL * 2, scale=1,
+        tile = auto_tile(image, bytes_per_output_pixel=_DECONV_BYTES_PER_OUTPUT_PIXEL, scale=1,
                          budget=_device_budget(target))
     if tile:
         tile = max(tile, 2 * max(psf.shape))

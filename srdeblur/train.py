@@ -29,7 +29,8 @@ from torch.nn import functional as F
 from srdeblur.devices import DeviceError, default_device, distributed_shard, parse_device
 from srdeblur.inference import uses_bfloat16
 from srdeblur.nets import (DeblurConfig, DeconvConfig, DegradationGate, GateConfig, LapSR, SRConfig, SRNDeblur,
-                           USRDeconv, count_parameters, load_grown)
+                           USRDeconv, count_parameters, load_grown,
+                           resample_iterations)
 from srdeblur.training_data import (TRAINING_DEGRADATIONS, kernel_size_at, load_training_images, make_deblur_batch,
                                     make_blurgate_batch, make_gate_batch, make_nonblind_batch, make_sr_batch, perturb_psf, random_blur_kernel,
                                     random_nonblind_psf, random_patches, realistic_lr, validate_blurgate, validate_deblur, validate_gate,
@@ -496,7 +497,10 @@ def train(
         scaler_state = stored.get("grad_scaler")
     elif init is not None:
         # Fine-tune from shipped weights (model tensors only: a new optimizer and schedule start at step 0).
-        fresh = load_grown(model, load_tensors(Path(init)))
+        tensors = load_tensors(Path(init))
+        if isinstance(model, USRDeconv):  # --iterations may differ from the starting weights'
+            tensors = resample_iterations(tensors, model.config.iterations)
+        fresh = load_grown(model, tensors)
         if fresh:
             log.info("grown from %s: %d tensors start as the identity", init, len(fresh))
         info["init"] = _init_record(Path(init))

@@ -226,11 +226,33 @@ def test_estimate_psf_per_image_of_a_batch_and_of_colour(camera):
         ({"iterations": 0}, "iterations"),
         ({"size": 35, "max_side": 60}, "max_side"),
         ({"size": 41}, "at least 82"),
+        ({"region": "middle"}, "region"),
     ],
 )
 def test_estimate_psf_rejects_bad_options(camera, options, message):
     with pytest.raises(ValueError, match=message):
         blind.estimate_psf(camera[..., :80, :80], **options)
+
+
+def test_edge_rich_crop_finds_the_textured_window():
+    image = torch.full((1, 3, 100, 300), 0.5)
+    image[..., 20:80, 200:260] = torch.rand(1, 3, 60, 60, generator=torch.Generator().manual_seed(1))
+    top, left = blind.edge_rich_crop(image, side=64, stride=4)
+    assert top % 4 == 0 and left % 4 == 0
+    # the 64-px window covers the 60-px texture whole: it starts at most 4 px before it
+    assert 16 <= top <= 20 and 196 <= left <= 200
+    assert blind.edge_rich_crop(image[..., :64, :64], side=64) == (0, 0)  # fits: nothing to choose
+    # a side longer than one dimension: the window spans that dimension, and moves along the other
+    assert blind.edge_rich_crop(image, side=128)[0] == 0 and blind.edge_rich_crop(image, side=128)[1] > 100
+
+
+def test_estimate_psf_from_the_edge_rich_region_is_the_estimate_of_that_crop(camera):
+    wide = torch.cat([torch.full_like(camera[..., :96, :96], 0.5), camera[..., :96, :96]], dim=-1)  # (96, 192)
+    top, left = blind.edge_rich_crop(wide, side=96)
+    assert left >= 80
+    estimate = blind.estimate_psf(wide, size=13, max_side=96, region="edges")[0]
+    torch.testing.assert_close(estimate, blind.estimate_psf(wide[..., top : top + 96, left : left + 96], size=13,
+                                                             max_side=96)[0])
 
 
 @pytest.mark.parametrize("bad", [torch.zeros(1, 2, 64, 64), torch.zeros(64, 64), torch.zeros(1, 1, 64, 64, dtype=torch.int64)])

@@ -142,7 +142,9 @@ def test_auto_reports_one_decision_per_image_of_a_batch(sharp, shaken, tiny_netw
                       on_psf=estimates.append, on_decision=decisions.append, blur_gate=False)
     assert [d["path"] for d in decisions] == ["net", "blind"]
     for decision, image, estimate in zip(decisions, (sharp, shaken), estimates):
-        assert set(decision) == {"path", "blur_logit", "psf_spread", "edge_slope_ratio", "reblur_ratio", "reasons"}
+        assert set(decision) == {"path", "blur_logit", "region", "psf_spread", "edge_slope_ratio", "reblur_ratio",
+                                 "reasons"}
+        assert decision["region"] == "centre"  # the photos fit in the estimation crop: no second region
         assert decision["blur_logit"] is None  # no blur gate asked
         assert decision["psf_spread"] == blind.psf_spread(estimate)
         assert decision["edge_slope_ratio"] == blind.edge_slope_ratio(image, estimate)
@@ -166,7 +168,7 @@ def test_auto_falls_back_on_the_network_where_the_psf_does_not_explain_the_photo
     """A credible but wrong PSF (a vertical line where the shake is not) leaves edges in the re-blurred residual."""
     wrong = torch.zeros(25, 25)
     wrong[6:19, 12] = 1 / 13
-    monkeypatch.setattr(blind, "estimate_psf", lambda image, size: wrong[None].expand(image.shape[0], -1, -1))
+    monkeypatch.setattr(blind, "estimate_psf", lambda image, **_: wrong[None].expand(image.shape[0], -1, -1))
     decisions = []
     restored = deblur(shaken, method="auto", model=tiny_network, on_decision=decisions.append, blur_gate=False)
     (decision,) = decisions
@@ -174,6 +176,56 @@ def test_auto_falls_back_on_the_network_where_the_psf_does_not_explain_the_photo
     assert decision["reasons"] == [f"the PSF does not explain the photo: re-blurred residual "
                                    f"{decision['reblur_ratio']:.1f}x the noise > {inference.REBLUR_LIMIT:g}"]
     torch.testing.assert_close(restored, deblur(shaken, method="net", model=tiny_network), rtol=0, atol=0)
+
+
+def test_auto_retries_on_the_edge_rich_crop_where_the_centre_estimate_fails(shaken, tiny_network, monkeypatch):
+    """The centre's estimate (a wrong line) fails the re-blur check; the edge-rich crop's (the true shake) is
+    deconvolved, and the report says which region it came from. Where both fail, both reasons are reported."""
+    wrong = torch.zeros(25, 25)
+    wrong[6:19, 12] = 1 / 13
+    good = blind.estimate_psf(shaken)[0]
+    asked = []
+
+    def estimate(image, *, region, **_):
+        asked.append(region)
+        return (good if region == "edges" else wrong)[None].expand(image.shape[0], -1, -1)
+
+    monkeypatch.setattr(blind, "estimate_psf", estimate)
+    monkeypatch.setattr(inference, "_estimate_regions", lambda image: ("centre", "edges"))
+    monkeypatch.setattr(inference, "REBLUR_LIMIT", 3.0)  # the synthetic photo's true-shake ratio is about 2
+    decisions, estimates = [], []
+    restored = deblur(shaken, method="auto", model=tiny_network, tv_weight=BLIND_TV_WEIGHT, blur_gate=False,
+                      on_decision=decisions.append, on_psf=estimates.append)
+    (decision,) = decisions
+    assert asked == ["centre", "edges"]
+    assert decision["path"] == "blind" and decision["region"] == "edges" and decision["reasons"] == []
+    torch.testing.assert_close(estimates[0], good)  # --save-psf writes the estimate that was used
+    learned = deblur(shaken, method="net", psf=good).clamp(0, 1)
+    lucy = deblur(shaken, method="rl", psf=good, iterations=inference.MIX_RL_ITERATIONS, tv_weight=BLIND_TV_WEIGHT)
+    torch.testing.assert_close(restored, (0.5 * (learned + lucy)).clamp(0, 1), rtol=0, atol=0)
+
+    monkeypatch.setattr(inference, "REBLUR_LIMIT", 0.01)  # nothing explains the photo now
+    decisions.clear()
+    restored = deblur(shaken, method="auto", model=tiny_network, blur_gate=False, on_decision=decisions.append)
+    (decision,) = decisions
+    assert decision["path"] == "net" and decision["region"] == "edges"
+    first, second = decision["reasons"]
+    assert first.startswith("the PSF does not explain the photo") and second.startswith("edge-rich crop: the PSF")
+    assert f"{decision['reblur_ratio']:.1f}x" in second  # the ratio reported is the last estimate's
+    torch.testing.assert_close(restored, deblur(shaken, method="net", model=tiny_network), rtol=0, atol=0)
+
+
+def test_estimate_regions_add_the_edge_rich_crop_only_where_it_differs(monkeypatch):
+    monkeypatch.setattr(inference, "ESTIMATE_SIDE", 96)  # the centred crop of a 200-px-wide photo starts at 52
+    flat = torch.full((1, 3, 64, 200), 0.5)
+    texture = torch.rand(1, 3, 48, 96, generator=torch.Generator().manual_seed(0))
+    assert inference._estimate_regions(flat[..., :96]) == ("centre",)  # fits in the crop
+    corner = flat.clone()
+    corner[..., 8:56, 104:200] = texture
+    assert inference._estimate_regions(corner) == ("centre", "edges")
+    middle = flat.clone()
+    middle[..., 8:56, 48:144] = texture  # the edge-rich window starts at 48: 4 px from the centred one
+    assert inference._estimate_regions(middle) == ("centre",)
 
 
 def test_blind_reports_the_gate_objections_but_deconvolves(sharp):
@@ -199,8 +251,9 @@ class _Identity(nn.Module):
         (dict(method="rl", psf=gaussian_psf(1.0), iterations=2), {"path": "rl"}),
         (dict(method="net"), {"path": "net"}),
         (dict(method="net", psf=gaussian_psf(1.0), model=_Identity()), {"path": "net-psf"}),
-        (dict(method="auto", blur_gate=False), {"path": "net", "blur_logit": None, "psf_spread": None, "edge_slope_ratio": None, "reblur_ratio": None,
-                               "reasons": ["image smaller than twice the 25-px PSF"]}),
+        (dict(method="auto", blur_gate=False), {"path": "net", "blur_logit": None, "region": None, "psf_spread": None,
+                                                "edge_slope_ratio": None, "reblur_ratio": None,
+                                                "reasons": ["image smaller than twice the 25-px PSF"]}),
     ],
 )
 def test_every_path_reports_itself_once_per_image(tiny_network, options, expected):
@@ -223,7 +276,7 @@ def test_json_says_what_auto_did_to_a_sharp_and_a_shaken_photo(runner, photos, t
     assert sharp["path"] == "net"
     assert sharp["reasons"] and any("steeper than the PSF allows > 2.5" in r for r in sharp["reasons"])
     assert sharp["edge_slope_ratio"] > blind.CREDIBLE_SLOPE_RATIO and sharp["psf_spread"] <= blind.CREDIBLE_SPREAD
-    assert shaken == {"path": "blind", "blur_logit": None, "psf_spread": pytest.approx(shaken["psf_spread"]),
+    assert shaken == {"path": "blind", "blur_logit": None, "region": "centre", "psf_spread": pytest.approx(shaken["psf_spread"]),
                       "edge_slope_ratio": pytest.approx(shaken["edge_slope_ratio"]), "reblur_ratio": None,
                       "reasons": []}  # tiny_weights has no usrdeconv: Richardson-Lucy alone
     # The numbers are the library's on the file's pixels.
@@ -243,8 +296,8 @@ def test_json_of_a_photo_too_small_for_the_psf(runner, tmp_path, tiny_weights):
     result = runner.invoke(app, ["deblur", str(source), "--json", "--quiet", "--save-psf"])
     assert result.exit_code == 0, result.output
     (entry,) = json.loads(result.stdout)["results"]
-    assert entry["deblur"] == {"path": "net", "blur_logit": None, "psf_spread": None, "edge_slope_ratio": None, "reblur_ratio": None,
-                               "reasons": ["image smaller than twice the 25-px PSF"]}
+    assert entry["deblur"] == {"path": "net", "blur_logit": None, "region": None, "psf_spread": None,
+                               "edge_slope_ratio": None, "reblur_ratio": None, "reasons": ["image smaller than twice the 25-px PSF"]}
     assert (tmp_path / "small_deblurred.png").exists()
     assert not (tmp_path / "small_deblurred_psf.png").exists()  # no estimate, nothing to save
 

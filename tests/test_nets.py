@@ -433,7 +433,8 @@ def test_gated_network_grows_from_plain_weights_and_trains_its_gates():
 from srdeblur.classical import blur as _blur  # noqa: E402
 from srdeblur.kernels import gaussian_psf as _gaussian_psf  # noqa: E402
 from srdeblur.metrics import psnr as _psnr  # noqa: E402
-from srdeblur.nets import DeconvConfig, DegradationGate, GateConfig, USRDeconv, hqs_schedule  # noqa: E402
+from srdeblur.nets import (DeconvConfig, DegradationGate, GateConfig, USRDeconv, hqs_schedule,  # noqa: E402
+                           resample_iterations)
 
 
 def test_hqs_schedule_hand_values():
@@ -490,6 +491,20 @@ def test_usrdeconv_shape_errors(make_image):
         model(torch.zeros(1, 1, 16, 16), torch.ones(3, 3) / 9, torch.tensor([0.01]))
     with pytest.raises(ValueError, match="psf must be"):
         model(make_image(16, 16), torch.ones(2, 2, 3, 3), torch.tensor([0.01]))
+
+
+def test_resample_iterations_interpolates_the_data_weights_and_keeps_the_prior():
+    tensors = {"log_alphas": torch.tensor([0.0, 1.0, 4.0]), "prior.tail.bias": torch.arange(3.0)}
+    five = resample_iterations(tensors, 5)
+    # positions 0, 0.5, 1, 1.5, 2 of the three stored values
+    torch.testing.assert_close(five["log_alphas"], torch.tensor([0.0, 0.5, 1.0, 2.5, 4.0]))
+    assert five["prior.tail.bias"] is tensors["prior.tail.bias"]
+    torch.testing.assert_close(resample_iterations(tensors, 2)["log_alphas"], torch.tensor([0.0, 4.0]))
+    assert resample_iterations(tensors, 3) is tensors
+    # the result loads into a network with that many iterations
+    model = USRDeconv(DeconvConfig(channels=4, iterations=4))
+    model.load_state_dict(resample_iterations(USRDeconv(DeconvConfig(channels=4, iterations=2)).state_dict(), 4))
+    assert model.log_alphas.shape == (4,)
 
 
 def test_degradation_gate_shapes_and_errors(make_image):

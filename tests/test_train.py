@@ -538,6 +538,25 @@ def test_cli_train_on_the_cpu_records_no_device_time(image_folder, tmp_path, cap
     assert training["cpu_hours"] == pytest.approx(record["cpu_seconds"] / 3600, abs=1e-3)
 
 
+def test_cli_train_nonblind_iterations_from_weights_with_fewer(image_folder, tmp_path, capsys):
+    from srdeblur.nets import DeconvConfig, USRDeconv
+    from srdeblur.weights import save_tensors
+
+    torch.manual_seed(0)
+    save_tensors(tmp_path / "five.safetensors", USRDeconv(DeconvConfig(iterations=5)).state_dict())
+    code, _, err = run_cli(capsys, "train", "--task", "nonblind", "--data", image_folder, "--out", tmp_path / "run",
+                           "--steps", "1", "--batch", "1", "--patch", "32", "--val-every", "5", "--iterations", "7",
+                           "--init", tmp_path / "five.safetensors", "--quiet")
+    assert code == 0, err
+    record = json.loads((tmp_path / "run" / "last.json").read_text())
+    assert record["config"]["nonblind"]["iterations"] == 7
+    assert load_tensors(tmp_path / "run" / "last.safetensors")["model.log_alphas"].shape == (7,)
+    for bad in (("--task", "sr", "--iterations", "3"), ("--task", "nonblind", "--iterations", "0")):
+        code, _, err = run_cli(capsys, "train", *bad, "--data", image_folder, "--out", tmp_path / "bad", "--quiet")
+        assert code == 2 and "--iterations" in err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_device_record_of_old_checkpoints_and_of_weights_trained_on_a_gpu(image_folder, tmp_path):
     """A checkpoint from before ``--device`` (no device fields) resumes as a CPU run; weights trained on a GPU
     pass their device-hours and device type on to a CPU fine-tune's manifest."""
