@@ -135,14 +135,14 @@ def using_device(device: str | torch.device | None) -> Iterator[torch.device]:
 def network_autocast(device: torch.device, precision: str, *, cpu_bfloat16: bool) -> torch.autocast:
     """The autocast context the networks run under on ``device``.
 
-    CPU: bfloat16 when ``cpu_bfloat16`` (native bfloat16, ``precision="auto"``), else off. CUDA with
-    ``precision="auto"``: bfloat16 where the GPU computes it natively (Ampere and later), else float16; the
+    CPU: bfloat16 when ``cpu_bfloat16`` (native bfloat16, ``precision`` "auto" or "bfloat16"), else off. CUDA
+    with ``precision`` "auto" or "bfloat16": bfloat16 where the GPU computes it natively (Ampere and later), else float16; the
     layers that read and write the image stay float32 (:func:`srdeblur.nets.float32_layer`). MPS:
     float16. ``precision="float32"``: off everywhere.
     """
     if device.type == "cpu":
         return torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_bfloat16)
-    enabled = precision == "auto"
+    enabled = precision != "float32"  # "auto" and "bfloat16"
     if device.type == "cuda":
         dtype = torch.bfloat16 if enabled and torch.cuda.is_bf16_supported() else torch.float16
         return torch.autocast("cuda", dtype=dtype, enabled=enabled)

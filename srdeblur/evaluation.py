@@ -269,8 +269,8 @@ def levin_samples(levin_folder: Path, *, limit: int | None = None) -> Iterator[S
 def _restore_sr(sample: Sample, method: str, scale: int, model, ensemble: int) -> torch.Tensor:
     if method in ("bicubic", "lanczos"):
         return inference.upscale(sample.degraded, scale=scale, method=method)
-    if method != "net":  # a shipped SR weight by name
-        model = inference.shipped_model(method)
+    if method != "net":  # a shipped SR weight by name, at the default precision (int8 where it applies)
+        model = inference.shipped_model(method, int8=inference.int8_applies("auto"))
     return inference.upscale(sample.degraded, scale=scale, method="net", model=model, ensemble=ensemble)
 
 

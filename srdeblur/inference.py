@@ -4,11 +4,14 @@ Inputs and outputs are ``(B, C, H, W)`` float32 in [0, 1] with ``C`` = 1 or 3; o
 [0, 1] and keep the input's channel count (grayscale images go through the RGB network replicated and come
 back as the mean of its three outputs).
 
-Precision: with ``precision="auto"`` (the default) the networks' hidden layers run in bfloat16 on CPUs that
-compute it natively (AVX512-BF16 / AMX), and in float32 elsewhere; the layers that read or write the image
-always run in float32 (:func:`srdeblur.nets.float32_layer`). Measured with ``benchmarks/bench_backends.py``
-on such a CPU: 1.5-1.8x faster, Set5 Y-PSNR within 0.001 dB of float32 (x2 and x4). ``precision="float32"``
-computes everything in float32.
+Precision: with ``precision="bfloat16"`` the networks' hidden layers run in bfloat16 on CPUs that compute it
+natively (AVX512-BF16 / AMX), and in float32 elsewhere; the layers that read or write the image always run in
+float32 (:func:`srdeblur.nets.float32_layer`). Measured with ``benchmarks/bench_backends.py`` on such a CPU:
+1.5-1.8x faster, Set5 Y-PSNR within 0.001 dB of float32 (x2 and x4). ``precision="auto"`` (the default) is
+that, except that the shipped SR networks' feature path runs in int8 on the CPU where PyTorch has the x86
+quantized engine and the manifest stores the activation ranges (:mod:`srdeblur.int8`, :func:`int8_applies`):
+1.4x faster again at x4, Set5 0.03 (x4) to 0.07 dB (x2) below bfloat16. ``precision="float32"`` computes
+everything in float32.
 
 Self-ensemble (``ensemble=8``, EDSR's "+" models): the network runs on the image under each of the 8
 flips and 90-degree rotations, each output is turned back, and the 8 are averaged (:func:`self_ensemble`).
@@ -46,7 +49,7 @@ __all__ = [
 UPSCALE_METHODS = ("net", "bicubic", "lanczos")
 DEBLUR_METHODS = ("auto", "blind", "net", "wiener", "rl")
 SCALES = (2, 3, 4, 8)
-PRECISIONS = ("auto", "float32")
+PRECISIONS = ("auto", "bfloat16", "float32")
 ENSEMBLES = (1, 2, 4, 8)
 # LR pixels of reflect padding around the network's input, cropped from its output: borders then see
 # image-like context instead of the zeros of convolution padding.
@@ -76,7 +79,7 @@ def uses_bfloat16(precision: str) -> bool:
     docstring); raises ValueError for an unknown ``precision``."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    return precision == "auto" and bfloat16_is_native()
+    return precision in ("auto", "bfloat16") and bfloat16_is_native()
 
 
 def _network_precision(precision: str, device: torch.device | None = None) -> torch.autocast:
@@ -202,8 +205,9 @@ def upscale(
     on_tile : progress callback ``(tiles done, tiles total)``.
     into : write the result band by band into this 8/16-bit canvas (batch 1) and return it instead of a
         float32 tensor: the memory-bounded path for very large outputs.
-    precision : ``"auto"`` (bfloat16 hidden layers where the CPU has them natively) or ``"float32"``; the
-        network only (see the module docstring).
+    precision : ``"auto"`` (the shipped network's feature path in int8 where :func:`int8_applies`, else as
+        ``"bfloat16"``), ``"bfloat16"`` (bfloat16 hidden layers where the CPU has them natively) or
+        ``"float32"``; the network only (see the module docstring). A ``model`` passed in runs as it is.
     ensemble : 1, 2, 4 or 8: average the network over that many flips/rotations (:func:`self_ensemble`;
         that many times the time). The network only.
     device : where to compute: "auto", "cpu", "cuda", "cuda:N", "mps" or a ``torch.device`` (default: the
@@ -231,7 +235,7 @@ def upscale(
         function = lambda piece: imresize(piece, scale=scale, kernel="lanczos3")  # noqa: E731
     elif method == "net":
         if model is None:
-            model = shipped_model(default_sr_weights(image))
+            model = shipped_model(default_sr_weights(image), int8=int8_applies(precision, target))
         uses_bfloat16(precision)  # an unknown precision fails here, before any work
         model = model.to(target)
         function = _ensembled(lambda piece: upscale_with_net(piece, model, scale=scale, precision=precision), ensemble)  # type: ignore[arg-type]
@@ -253,21 +257,31 @@ GATE_THRESHOLD = -2.0
 GATE_CROP = 512
 
 
-def shipped_model(name: str) -> nn.Module:
-    """The shipped weights ``name`` (:func:`srdeblur.weights.load_model`), loaded once per process and
-    weights folder."""
+def shipped_model(name: str, *, int8: bool = False) -> nn.Module:
+    """The shipped weights ``name`` (:func:`srdeblur.weights.load_model`; ``int8``: the int8 SR network where
+    its manifest allows), loaded once per process and weights folder."""
     from srdeblur.weights import weights_dir
 
-    return _load_once(name, str(weights_dir()))
+    return _load_once(name, str(weights_dir()), int8)
 
 
 @functools.lru_cache(maxsize=8)
-def _load_once(name: str, folder: str) -> nn.Module:
+def _load_once(name: str, folder: str, int8: bool = False) -> nn.Module:
     from pathlib import Path
 
     from srdeblur.weights import load_model
 
-    return load_model(name, folder=Path(folder))
+    return load_model(name, folder=Path(folder), int8=int8)
+
+
+def int8_applies(precision: str, device: str | torch.device | None = None) -> bool:
+    """Whether the SR network's feature path runs in int8 (:mod:`srdeblur.int8`): ``precision="auto"`` on the
+    CPU where PyTorch has the x86 quantized engine (weights without stored ranges stay float). Raises
+    ValueError for an unknown ``precision``."""
+    from srdeblur import int8
+
+    uses_bfloat16(precision)  # validates it
+    return precision == "auto" and _resolve_device(device).type == "cpu" and int8.available()
 
 
 @torch.inference_mode()

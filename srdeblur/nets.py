@@ -194,11 +194,18 @@ class SRStage(nn.Module):
         with torch.no_grad():
             self.image_up.weight.copy_(bilinear_upsampler_weight(c))
 
-    def forward(self, features: torch.Tensor, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def upsample_features(self, features: torch.Tensor) -> torch.Tensor:
+        """The feature path, ``(B, F, H, W) -> (B, F, 2H, 2W)``: residual blocks, a long skip, the transposed
+        convolution. Nearly all of the stage's arithmetic (:mod:`srdeblur.int8` quantizes exactly this)."""
         x = features
         for _ in range(self.recursions):
             x = self.body(x)
-        x = self.feature_up(features + self.body_out(x))
+        return self.feature_up(features + self.body_out(x))
+
+    def forward(self, features: torch.Tensor, image: torch.Tensor, feature_path: nn.Module | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``feature_path``: a stand-in for :meth:`upsample_features` (e.g. its int8 version), else that."""
+        x = self.upsample_features(features) if feature_path is None else feature_path(features)
         return x, float32_layer(self.image_up, image) + float32_layer(self.to_residual, x)
 
 
@@ -216,7 +223,8 @@ class LapSR(nn.Module):
         self.embed = nn.Conv2d(config.image_channels, config.channels, 3, padding=1)
         self.stage = SRStage(config)
 
-    def forward(self, lr: torch.Tensor, levels: int = 1) -> list[torch.Tensor]:
+    def forward(self, lr: torch.Tensor, levels: int = 1, feature_path: nn.Module | None = None) -> list[torch.Tensor]:
+        """``feature_path``: passed to every level's :meth:`SRStage.forward` (None: the float layers)."""
         if lr.ndim != 4 or lr.shape[1] != self.config.image_channels:
             raise ValueError(
                 f"LapSR expects (B, {self.config.image_channels}, H, W), got {tuple(lr.shape)}"
@@ -228,7 +236,7 @@ class LapSR(nn.Module):
         features = F.leaky_relu(float32_layer(self.embed, image), 0.2)
         outputs = []
         for _ in range(levels):
-            features, image = self.stage(features, image)
+            features, image = self.stage(features, image, feature_path)
             outputs.append(image + 0.5)
         return outputs
 

@@ -255,7 +255,7 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     cpu_bfloat16 = uses_bfloat16(precision)  # also rejects an unknown precision
     if device.type == "cpu":
         return torch.bfloat16 if cpu_bfloat16 else None
-    if device.type == "cuda" and precision == "auto":
+    if device.type == "cuda" and precision != "float32":
         return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
     return None
 

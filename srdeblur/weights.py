@@ -91,8 +91,12 @@ def list_models(*, folder: Path | None = None) -> list[dict[str, Any]]:
     return manifests
 
 
-def load_model(name: str, *, folder: Path | None = None) -> torch.nn.Module:
-    """Build model ``name`` from its manifest and load its sha256-checked safetensors weights (eval mode)."""
+def load_model(name: str, *, folder: Path | None = None, int8: bool = False) -> torch.nn.Module:
+    """Build model ``name`` from its manifest and load its sha256-checked safetensors weights (eval mode).
+
+    ``int8``: for an SR network whose manifest stores int8 activation ranges (``"int8"``) and where the x86
+    quantized engine exists, an :class:`srdeblur.int8.Int8LapSR`; otherwise (no ranges, another network) the
+    float model, as without it."""
     folder = folder or weights_dir()
     manifest = read_manifest(name, folder=folder)
     arch = manifest.get("architecture", name)
@@ -116,7 +120,17 @@ def load_model(name: str, *, folder: Path | None = None) -> torch.nn.Module:
     except Exception as error:  # safetensors raises several types for a damaged file
         raise WeightsError(f"{name}: cannot load {path.name} ({error})") from None
     # channels_last: measured 1.7x (convolutions) to 3.5x (transposed convolutions) faster on CPU.
-    return model.to(memory_format=torch.channels_last).eval()
+    model = model.to(memory_format=torch.channels_last).eval()
+    ranges = manifest.get("int8", {}).get("activation_ranges") if isinstance(manifest.get("int8"), dict) else None
+    if int8 and ranges and isinstance(model, LapSR):
+        from srdeblur import int8 as quantization
+
+        if quantization.available():
+            try:
+                return quantization.quantize(model, ranges)
+            except ValueError as error:
+                raise WeightsError(f"{name}: malformed int8 ranges in its manifest ({error})") from None
+    return model
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], *, metadata: dict[str, str] | None = None) -> None:

@@ -14,7 +14,7 @@ LAYERS = {
     0: {"codecs", "devices", "resize", "classical", "kernels", "metrics", "html"},
     1: {"metadata", "io"},
     2: {"degrade", "photoblur", "tiling"},
-    3: {"nets", "blind"},
+    3: {"nets", "int8", "blind"},
     4: {"weights"},
     5: {"inference"},
     6: {"evaluation", "training_data", "train", "batch"},
