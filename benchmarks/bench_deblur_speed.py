@@ -7,7 +7,8 @@ weights). Times ``srdeblur.inference.deblur`` on the first ``--photos`` SunHays8
 after one warm-up call per method; Wiener gets a 5x5 Gaussian PSF (its cost does not depend on the kernel).
 ``blind`` is the PSF estimate (on the centred 640 x 640 crop, so its cost hardly grows with the photo) plus 30
 Richardson-Lucy iterations on the whole photo; ``auto`` (the default) is timed on the sharp photos (the blur
-gate alone) and on the same photos shaken by Levin's kernel 1 with 1 % noise.
+gate alone) and on the same photos shaken by Levin's kernel 1 with 1 % noise, as is the known-PSF network
+(``--psf K --method net``) given that kernel.
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ def main() -> None:
                                                   shaken)
     psf = gaussian_psf(1.0, size=5)
     runs["wiener"] = (lambda x: deblur(x, method="wiener", psf=psf), photos)
+    # The learned known-PSF network (deblur --psf K --method net) with the true shake, noise estimated.
+    runs["net with a known PSF (usrdeconv)"] = (lambda x: deblur(x, method="net", psf=shake), shaken)
     megapixels = sum(p.shape[-2] * p.shape[-1] for p in photos) / len(photos) / 1e6
     print(f"{len(photos)} photos of {megapixels:.2f} MP on average, {torch.get_num_threads()} threads")
     for name, (run, inputs) in runs.items():
