@@ -21,6 +21,7 @@ import torch
 
 from srdeblur.classical import blur
 from srdeblur.degrade import add_gaussian_noise, quantize_8bit
+from srdeblur.devices import keep_freed_memory
 from srdeblur.evaluation import data_root, levin_kernels, resolve_dataset
 from srdeblur.inference import deblur
 from srdeblur.io import list_images, read_image
@@ -46,6 +47,7 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
+    keep_freed_memory()  # as the commands do (srdeblur deblur / eval)
     _, folder = resolve_dataset("sun2013")
     photos = [read_image(path).pixels for path in sorted(list_images(folder))[: args.photos]]
     shake = levin_kernels(data_root() / "deblur" / "levin")[0][1]

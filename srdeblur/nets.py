@@ -204,9 +204,15 @@ class SRStage(nn.Module):
 
     def forward(self, features: torch.Tensor, image: torch.Tensor, feature_path: nn.Module | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``feature_path``: a stand-in for :meth:`upsample_features` (e.g. its int8 version), else that."""
-        x = self.upsample_features(features) if feature_path is None else feature_path(features)
-        return x, float32_layer(self.image_up, image) + float32_layer(self.to_residual, x)
+        """``feature_path``: a stand-in (e.g. the int8 one) for :meth:`upsample_features` followed by
+        ``to_residual``, mapping ``features`` to ``(upsampled features, float32 residual (B, C, 2H, 2W))``; the
+        features it returns are only ever given back to it at the next level (int8 keeps them quantized)."""
+        if feature_path is None:
+            x = self.upsample_features(features)
+            residual = float32_layer(self.to_residual, x)
+        else:
+            x, residual = feature_path(features)
+        return x, float32_layer(self.image_up, image) + residual
 
 
 class LapSR(nn.Module):

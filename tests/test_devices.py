@@ -296,3 +296,43 @@ def test_eval_runs_on_the_cpu_device(capsys):
                              "--quiet")
     assert code == 0, err
     assert json.loads(out)["rows"]
+
+
+# ------------------------------------------------------------------------------------------------ host memory
+
+
+def test_keep_freed_memory_raises_both_glibc_thresholds(monkeypatch):
+    calls = []
+
+    class FakeLibc:
+        def mallopt(self, parameter, value):
+            calls.append((parameter, value))
+            return 1
+
+    monkeypatch.setattr(devices.ctypes, "CDLL", lambda name: FakeLibc())
+    assert devices.keep_freed_memory(below_bytes=1 << 20) is True
+    assert calls == [(-3, 1 << 20), (-1, 2 << 20)]  # M_MMAP_THRESHOLD, then M_TRIM_THRESHOLD at twice it
+
+
+@pytest.mark.parametrize("missing", [OSError("no libc.so.6"), AttributeError("mallopt")])
+def test_keep_freed_memory_changes_nothing_without_glibc(monkeypatch, missing):
+    def load(name):
+        raise missing
+
+    monkeypatch.setattr(devices.ctypes, "CDLL", load)
+    assert devices.keep_freed_memory() is False
+
+
+def test_keep_freed_memory_reports_a_refused_setting(monkeypatch):
+    class RefusingLibc:
+        def mallopt(self, parameter, value):
+            return 0
+
+    monkeypatch.setattr(devices.ctypes, "CDLL", lambda name: RefusingLibc())
+    assert devices.keep_freed_memory() is False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or os.confstr("CS_GNU_LIBC_VERSION") is None,
+                    reason="glibc only")
+def test_keep_freed_memory_takes_effect_on_glibc():
+    assert devices.keep_freed_memory() is True

@@ -116,3 +116,14 @@ def test_int8_tiles_within_one_8bit_level_of_the_whole_image(make_image):
     whole = inference.upscale(image, scale=2, tile=0)
     tiled = inference.upscale(image, scale=2, tile=48)  # the default overlap, as for the float network
     assert float((tiled - whole).abs().max()) <= 1 / 255
+
+
+def test_features_stay_quantized_between_pyramid_levels(small):
+    quantized = int8.quantize(small, int8.calibrate(small, _images(2, 3), levels=(1, 2)))
+    seen = []
+    quantized.path.register_forward_hook(lambda _m, args, out: seen.append((args[0].is_quantized, out[0].is_quantized,
+                                                                            out[1].dtype)))
+    with torch.inference_mode():
+        quantized(_images(1, 4)[0], 3)
+    # float features from embed at the first level only; the residual always comes back as float32
+    assert seen == [(False, True, torch.float32), (True, True, torch.float32), (True, True, torch.float32)]
