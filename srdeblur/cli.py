@@ -515,7 +515,10 @@ def deblur(
         except PSFError as error:
             _fail(f"--psf: {error}")
     if kernel is not None and method == DeblurMethod.net:
-        model = _load_model("usrdeconv")
+        from srdeblur.inference import KNOWN_PSF_ITERATIONS
+        from srdeblur.nets import with_iterations
+
+        model = with_iterations(_load_model("usrdeconv"), KNOWN_PSF_ITERATIONS)  # as the library runs it
         # a PSF beyond the training range is logged by the library (a warning, not an error)
     else:
         model = _load_model("srndeblur") if method in (DeblurMethod.net, DeblurMethod.auto) else None

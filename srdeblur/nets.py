@@ -24,7 +24,7 @@ three channels by the caller (:mod:`srdeblur.inference`).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import nn
@@ -526,6 +526,21 @@ def resample_iterations(tensors: dict[str, torch.Tensor], iterations: int) -> di
     weight = position - below
     resampled = log_alphas[below] * (1 - weight) + log_alphas[above] * weight
     return {**tensors, "log_alphas": resampled.to(tensors["log_alphas"].dtype).contiguous()}
+
+
+def with_iterations(model: USRDeconv, iterations: int) -> USRDeconv:
+    """A copy of ``model`` that runs ``iterations`` HQS iterations (:func:`resample_iterations`), same device,
+    memory format and mode; ``model`` itself if it already does."""
+    if iterations < 1:
+        raise ValueError(f"iterations must be >= 1, got {iterations}")
+    if model.config.iterations == iterations:
+        return model
+    parameter = next(model.parameters())
+    twin = USRDeconv(replace(model.config, iterations=iterations)).to(parameter.device)
+    twin.load_state_dict(resample_iterations(model.state_dict(), iterations))
+    channels_last = model.prior.tail.weight.is_contiguous(memory_format=torch.channels_last)
+    twin = twin.to(memory_format=torch.channels_last) if channels_last else twin
+    return twin.train(model.training)
 
 
 # ----------------------------------------------------------------------------- clean or degraded input

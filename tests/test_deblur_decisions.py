@@ -156,7 +156,8 @@ def test_auto_reports_one_decision_per_image_of_a_batch(sharp, shaken, tiny_netw
     # What was reported is what ran: the network on the first image; on the second the mean of the learned
     # deconvolution and Richardson-Lucy with the same estimate.
     torch.testing.assert_close(restored[:1], deblur(sharp, method="net", model=tiny_network), rtol=0, atol=0)
-    learned = deblur(shaken, method="net", psf=estimates[1]).clamp(0, 1)
+    at_auto_iterations = inference._shipped_deconvolution(inference.AUTO_DECONV_ITERATIONS)
+    learned = deblur(shaken, method="net", psf=estimates[1], model=at_auto_iterations).clamp(0, 1)
     lucy = deblur(shaken, method="rl", psf=estimates[1], iterations=inference.MIX_RL_ITERATIONS,
                   tv_weight=BLIND_TV_WEIGHT)
     torch.testing.assert_close(restored[1:], (0.5 * (learned + lucy)).clamp(0, 1), rtol=0, atol=0)
@@ -200,7 +201,8 @@ def test_auto_retries_on_the_edge_rich_crop_where_the_centre_estimate_fails(shak
     assert asked == ["centre", "edges"]
     assert decision["path"] == "blind" and decision["region"] == "edges" and decision["reasons"] == []
     torch.testing.assert_close(estimates[0], good)  # --save-psf writes the estimate that was used
-    learned = deblur(shaken, method="net", psf=good).clamp(0, 1)
+    at_auto_iterations = inference._shipped_deconvolution(inference.AUTO_DECONV_ITERATIONS)
+    learned = deblur(shaken, method="net", psf=good, model=at_auto_iterations).clamp(0, 1)
     lucy = deblur(shaken, method="rl", psf=good, iterations=inference.MIX_RL_ITERATIONS, tv_weight=BLIND_TV_WEIGHT)
     torch.testing.assert_close(restored, (0.5 * (learned + lucy)).clamp(0, 1), rtol=0, atol=0)
 
@@ -496,3 +498,24 @@ def test_json_and_output_of_a_photo_the_shipped_gate_leaves_alone(runner, photos
     assert entry["deblur"]["path"] == "none" and entry["deblur"]["blur_logit"] == pytest.approx(-5.0)
     assert ", none: looks sharp" in result.stderr
     assert torch.equal(read_image(out / "shaken.png").pixels, read_image(photos / "shaken.png").pixels)
+
+
+def test_auto_and_the_known_psf_path_run_the_shipped_network_at_their_own_iteration_counts(monkeypatch):
+    from srdeblur import inference
+
+    auto = inference._shipped_deconvolution(inference.AUTO_DECONV_ITERATIONS)
+    if auto is None:
+        pytest.skip("no shipped usrdeconv")
+    known = inference._shipped_deconvolution(inference.KNOWN_PSF_ITERATIONS)
+    assert auto.config.iterations == inference.AUTO_DECONV_ITERATIONS
+    assert known.config.iterations == inference.KNOWN_PSF_ITERATIONS
+    assert inference._shipped_deconvolution(inference.KNOWN_PSF_ITERATIONS) is known  # built once per process
+    torch.testing.assert_close(auto.prior.tail.weight, known.prior.tail.weight)  # one prior, two schedules
+    # deblur --psf K --method net takes the known-PSF count
+    seen = []
+    real = inference.deconvolve_with_net
+    monkeypatch.setattr(inference, "deconvolve_with_net",
+                        lambda piece, model, *a, **k: seen.append(model.config.iterations) or real(piece, model, *a, **k))
+    image = torch.rand(1, 3, 40, 40, generator=torch.Generator().manual_seed(0))
+    inference.deblur(image, method="net", psf=torch.ones(3, 3) / 9, tile=0)
+    assert seen and set(seen) == {inference.KNOWN_PSF_ITERATIONS}

@@ -174,7 +174,8 @@ def test_deblur_auto_deconvolves_credible_estimates_and_runs_the_network_on_the_
     auto = deblur(image, method="auto", model=small_deblur_model, psf_size=9, iterations=5, tv_weight=0.002,
                   blur_gate=False, on_psf=estimates.append)
     if credible and explains:  # the mean of the learned deconvolution and Richardson-Lucy with the estimate
-        learned = deblur(image, method="net", psf=estimates[0]).clamp(0, 1)
+        at_auto_iterations = inference._shipped_deconvolution(inference.AUTO_DECONV_ITERATIONS)
+        learned = deblur(image, method="net", psf=estimates[0], model=at_auto_iterations).clamp(0, 1)
         lucy = deblur(image, method="rl", psf=estimates[0], iterations=inference.MIX_RL_ITERATIONS, tv_weight=0.002)
         expected = (0.5 * (learned + lucy)).clamp(0, 1)
     else:

@@ -507,6 +507,28 @@ def test_resample_iterations_interpolates_the_data_weights_and_keeps_the_prior()
     assert model.log_alphas.shape == (4,)
 
 
+def test_with_iterations_copies_the_prior_and_resamples_the_data_weights(make_image):
+    from srdeblur.nets import with_iterations
+
+    torch.manual_seed(0)
+    model = USRDeconv(DeconvConfig(channels=4, iterations=3)).eval()
+    with torch.no_grad():
+        model.log_alphas.copy_(torch.tensor([0.0, 1.0, 4.0]))
+        model.prior.tail.weight.normal_(0, 0.01)
+    assert with_iterations(model, 3) is model
+    five = with_iterations(model, 5)
+    assert five.config.iterations == 5 and not five.training and five is not model
+    torch.testing.assert_close(five.log_alphas.detach(), torch.tensor([0.0, 0.5, 1.0, 2.5, 4.0]))
+    torch.testing.assert_close(five.prior.tail.weight, model.prior.tail.weight)
+    assert model.config.iterations == 3 and model.log_alphas.shape == (3,)  # the original is untouched
+    image, psf = make_image(24, 24), torch.ones(3, 3) / 9
+    with torch.no_grad():
+        outputs = five(image, psf, torch.tensor([0.01]))
+    assert outputs[-1].shape == image.shape
+    with pytest.raises(ValueError, match="iterations"):
+        with_iterations(model, 0)
+
+
 def test_degradation_gate_shapes_and_errors(make_image):
     gate = DegradationGate(GateConfig(channels=4))
     assert gate(torch.cat([make_image(9, 13)] * 2))[0].shape == (2,)
