@@ -515,10 +515,13 @@ def deblur(
         except PSFError as error:
             _fail(f"--psf: {error}")
     if kernel is not None and method == DeblurMethod.net:
-        from srdeblur.inference import KNOWN_PSF_ITERATIONS
-        from srdeblur.nets import with_iterations
+        from srdeblur.inference import known_psf_network
+        from srdeblur.weights import WeightsError
 
-        model = with_iterations(_load_model("usrdeconv"), KNOWN_PSF_ITERATIONS)  # as the library runs it
+        try:  # loaded before any file is read, as the library runs it
+            model = known_psf_network()
+        except WeightsError as error:
+            _fail(str(error), code=1)
         # a PSF beyond the training range is logged by the library (a warning, not an error)
     else:
         model = _load_model("srndeblur") if method in (DeblurMethod.net, DeblurMethod.auto) else None

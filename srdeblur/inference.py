@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "UPSCALE_METHODS", "DEBLUR_METHODS", "SCALES", "upscale", "deblur", "upscale_with_net", "deblur_with_net",
     "tiled_forward", "tiled_bands", "auto_tile", "DEBLUR_TILE_OVERLAP", "PRECISIONS", "bfloat16_is_native", "uses_bfloat16",
-    "ENSEMBLES", "self_ensemble", "default_sr_weights", "degradation_logit", "shipped_model", "GATE_THRESHOLD",
+    "ENSEMBLES", "self_ensemble", "default_sr_weights", "degradation_logit", "shipped_model", "known_psf_network", "GATE_THRESHOLD",
     "deconvolve_with_net", "MAX_TRAINED_PSF", "BLUR_GATE_THRESHOLD", "BLUR_GATE_SURE", "blur_logit",
 ]
 
@@ -512,6 +512,12 @@ def _shipped_deconvolution(iterations: int) -> nn.Module | None:
     return None if shipped is None else _at_iterations(shipped, iterations)
 
 
+def known_psf_network() -> nn.Module:
+    """The shipped known-PSF network as ``deblur(..., method="net", psf=...)`` runs it: at
+    :data:`KNOWN_PSF_ITERATIONS` iterations, built once per process. Raises WeightsError where it is missing."""
+    return _at_iterations(shipped_model("usrdeconv"), KNOWN_PSF_ITERATIONS)
+
+
 @functools.lru_cache(maxsize=4)
 def _at_iterations(model: nn.Module, iterations: int) -> nn.Module:
     from srdeblur.nets import with_iterations
@@ -660,7 +666,7 @@ def _deconvolve(image: torch.Tensor, psf: torch.Tensor, *, noise: float | None, 
     if min(image.shape[-2:]) < max(psf.shape):
         raise ValueError(f"psf {tuple(psf.shape)} is larger than the image {tuple(image.shape[-2:])}")
     if model is None:
-        model = _at_iterations(shipped_model("usrdeconv"), KNOWN_PSF_ITERATIONS)  # WeightsError if missing
+        model = known_psf_network()
     uses_bfloat16(precision)
     model = model.to(target)
     # One noise level per image, measured on the whole image (not per tile: tiles must agree).

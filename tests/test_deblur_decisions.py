@@ -510,6 +510,7 @@ def test_auto_and_the_known_psf_path_run_the_shipped_network_at_their_own_iterat
     assert auto.config.iterations == inference.AUTO_DECONV_ITERATIONS
     assert known.config.iterations == inference.KNOWN_PSF_ITERATIONS
     assert inference._shipped_deconvolution(inference.KNOWN_PSF_ITERATIONS) is known  # built once per process
+    assert inference.known_psf_network() is known  # the library's and the CLI's network is this one
     torch.testing.assert_close(auto.prior.tail.weight, known.prior.tail.weight)  # one prior, two schedules
     # deblur --psf K --method net takes the known-PSF count
     seen = []
