@@ -18,7 +18,7 @@ LAYERS = {
     4: {"weights"},
     5: {"inference"},
     6: {"evaluation", "training_data", "train", "batch"},
-    7: {"visual", "report", "cli", "cli_options", "cli_tools", "__main__"},
+    7: {"visual", "strips", "report", "cli", "cli_options", "cli_tools", "__main__"},
 }
 LAYER_OF = {name: layer for layer, names in LAYERS.items() for name in names}
 
