@@ -160,7 +160,9 @@ def test_richardson_lucy_planes_are_independent(astronaut):
     batch = torch.cat([astronaut, astronaut.flip(-2)])
     whole = richardson_lucy(batch, psf, iterations=5)
     single = richardson_lucy(batch[1:, 2:], psf, iterations=5)
-    torch.testing.assert_close(whole[1:, 2:], single, atol=1e-5, rtol=0)
+    # Mixed planes would differ by tenths; batched and single FFTs round differently in float32 on some CPUs
+    # (5e-5 after 5 iterations on an AVX-512/AMX Xeon), so the tolerance is float32 noise, not 1e-5.
+    torch.testing.assert_close(whole[1:, 2:], single, atol=2e-4, rtol=0)
 
 
 def total_variation(image: torch.Tensor) -> float:
